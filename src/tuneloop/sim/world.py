@@ -1,0 +1,142 @@
+"""The demo world: checkable tasks and simulated users with a hidden preference.
+
+Users never say what they want; they only react. Their hidden preference is an answer
+that is exactly right *and* in the requested shape (a number; a single word). They give
+explicit feedback at a realistic rate, regenerate when unhappy, copy when happy, and keep
+chatting when satisfied: the signals the loop learns from.
+
+>>> task = AdditionTask(seed=1)
+>>> q = task.sample(__import__("random").Random(0))
+>>> task.check(q, q.expected)
+True
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Question:
+    prompt: str
+    expected: str
+    topic: str = "default"
+
+
+class AdditionTask:
+    """Two-digit addition, answered with the number alone (the tiny model's world)."""
+
+    name = "addition"
+    checker = "exact"
+
+    def __init__(self, seed: int = 0, low: int = 10, high: int = 49) -> None:
+        self.low, self.high = low, high
+        rng = random.Random(seed)
+        pairs = [(a, b) for a in range(low, high + 1) for b in range(low, high + 1)]
+        rng.shuffle(pairs)
+        # Golden prompts are held out of traffic so the leak guard and the gate stay honest.
+        self.golden_pairs, self.traffic_pairs = pairs[:60], pairs[60:]
+
+    @staticmethod
+    def _q(a: int, b: int) -> Question:
+        return Question(f"{a}+{b}=", str(a + b), topic=f"sum{(a + b) // 20}")
+
+    def sample(self, rng: random.Random) -> Question:
+        return self._q(*rng.choice(self.traffic_pairs))
+
+    def golden(self) -> list[Question]:
+        return [self._q(a, b) for a, b in self.golden_pairs]
+
+    def training_examples(self, n: int, rng: random.Random) -> list[tuple[str, str]]:
+        """Pretraining rows for the tiny base model (drawn from traffic pairs only)."""
+        return [(q.prompt, q.expected) for q in (self.sample(rng) for _ in range(n))]
+
+    def check(self, q: Question, answer: str) -> bool:
+        return answer.strip() == q.expected
+
+
+CAPITALS = {
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo",
+    "Egypt": "Cairo", "Canada": "Ottawa", "Kenya": "Nairobi", "Peru": "Lima", "Norway": "Oslo",
+    "Sweden": "Stockholm", "Poland": "Warsaw", "Greece": "Athens", "Portugal": "Lisbon", "Ireland": "Dublin",
+    "Austria": "Vienna", "Russia": "Moscow", "China": "Beijing", "India": "Delhi", "Cuba": "Havana",
+    "Chile": "Santiago", "Finland": "Helsinki", "Denmark": "Copenhagen", "Hungary": "Budapest",
+    "Belgium": "Brussels", "Thailand": "Bangkok", "Vietnam": "Hanoi", "Iran": "Tehran", "Iraq": "Baghdad",
+    "Argentina": "Buenos Aires", "Mexico": "Mexico City", "Colombia": "Bogota", "Turkey": "Ankara",
+    "Ukraine": "Kyiv", "Romania": "Bucharest", "Czechia": "Prague", "Netherlands": "Amsterdam",
+    "Switzerland": "Bern", "Australia": "Canberra", "Morocco": "Rabat", "Nigeria": "Abuja",
+    "Ghana": "Accra", "Ethiopia": "Addis Ababa", "Philippines": "Manila", "Indonesia": "Jakarta",
+    "Malaysia": "Kuala Lumpur", "Pakistan": "Islamabad", "Bangladesh": "Dhaka", "Nepal": "Kathmandu",
+    "Venezuela": "Caracas", "Ecuador": "Quito", "Bolivia": "Sucre", "Uruguay": "Montevideo",
+    "Paraguay": "Asuncion", "Iceland": "Reykjavik", "Croatia": "Zagreb", "Serbia": "Belgrade",
+    "Bulgaria": "Sofia", "Slovakia": "Bratislava", "Lithuania": "Vilnius", "Latvia": "Riga",
+    "Estonia": "Tallinn", "Jordan": "Amman", "Lebanon": "Beirut", "Syria": "Damascus", "Qatar": "Doha",
+    "Senegal": "Dakar", "Tunisia": "Tunis", "Algeria": "Algiers", "Zimbabwe": "Harare",
+}
+_WORD = re.compile(r"^[A-Za-z][A-Za-z\- ]*[A-Za-z]$")
+
+
+class CapitalsTask:
+    """"What is the capital of X?" — users want the city alone (SmolLM2's world)."""
+
+    name = "capitals"
+    checker = "exact"
+
+    def __init__(self, seed: int = 0) -> None:
+        items = sorted(CAPITALS.items())
+        random.Random(seed).shuffle(items)
+        self.golden_items, self.traffic_items = items[:20], items[20:]
+
+    @staticmethod
+    def _q(country: str, city: str) -> Question:
+        return Question(f"What is the capital of {country}? Answer with the city name only.", city, topic=country[0])
+
+    def sample(self, rng: random.Random) -> Question:
+        return self._q(*rng.choice(self.traffic_items))
+
+    def golden(self) -> list[Question]:
+        return [self._q(c, city) for c, city in self.golden_items]
+
+    def check(self, q: Question, answer: str) -> bool:
+        text = answer.strip().rstrip(".!").strip()
+        return bool(_WORD.match(text)) and text.lower() == q.expected.lower()
+
+
+@dataclass
+class UserReaction:
+    """What a simulated user did after an answer."""
+
+    satisfied: bool
+    thumbs: int | None = None  # +1 / -1 when the user bothered to click
+    regenerate: bool = False
+    copied: bool = False
+    dwell_s: float = 0.0
+
+
+@dataclass
+class SimUser:
+    """A user with a hidden preference and habits drawn once."""
+
+    user_id: str
+    feedback_rate: float = 0.2  # explicit feedback on 10-30% of answers
+    regenerate_rate: float = 0.6
+    copy_rate: float = 0.4
+    rng: random.Random = field(default_factory=random.Random)
+
+    def react(self, satisfied: bool) -> UserReaction:
+        r = UserReaction(satisfied=satisfied)
+        if self.rng.random() < self.feedback_rate:
+            r.thumbs = 1 if satisfied else -1
+        if satisfied:
+            r.copied = self.rng.random() < self.copy_rate
+            r.dwell_s = self.rng.uniform(20, 120)
+        else:
+            r.regenerate = self.rng.random() < self.regenerate_rate
+            r.dwell_s = self.rng.uniform(1, 10)
+        return r
+
+
+def make_users(n: int, seed: int = 0) -> list[SimUser]:
+    rng = random.Random(seed)
+    return [SimUser(f"user-{i:04d}", feedback_rate=rng.uniform(0.1, 0.3), rng=random.Random(rng.random())) for i in range(n)]
