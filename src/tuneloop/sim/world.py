@@ -25,22 +25,29 @@ class Question:
 
 
 class AdditionTask:
-    """Two-digit addition, answered with the number alone (the tiny model's world)."""
+    """Addition, where users want the number alone (the tiny model's world).
+
+    The pre-existing model (see ``sim.pretrain``) learned sums from text that mostly
+    wraps the number in words ("The answer is 8."), so it is often right but rarely in the
+    shape users want: the loop has a preference to discover.
+    """
 
     name = "addition"
     checker = "exact"
+    STYLES = ("{s}", "The answer is {s}.", "{s} is the sum.", "It is {s}.")
+    STYLE_WEIGHTS = (0.2, 0.3, 0.25, 0.25)
 
-    def __init__(self, seed: int = 0, low: int = 10, high: int = 49) -> None:
+    def __init__(self, seed: int = 0, low: int = 0, high: int = 9, golden_size: int = 20) -> None:
         self.low, self.high = low, high
         rng = random.Random(seed)
         pairs = [(a, b) for a in range(low, high + 1) for b in range(low, high + 1)]
         rng.shuffle(pairs)
         # Golden prompts are held out of traffic so the leak guard and the gate stay honest.
-        self.golden_pairs, self.traffic_pairs = pairs[:60], pairs[60:]
+        self.golden_pairs, self.traffic_pairs = pairs[:golden_size], pairs[golden_size:]
 
     @staticmethod
     def _q(a: int, b: int) -> Question:
-        return Question(f"{a}+{b}=", str(a + b), topic=f"sum{(a + b) // 20}")
+        return Question(f"{a}+{b}=", str(a + b), topic=f"sum{(a + b) // 5}")
 
     def sample(self, rng: random.Random) -> Question:
         return self._q(*rng.choice(self.traffic_pairs))
@@ -49,8 +56,14 @@ class AdditionTask:
         return [self._q(a, b) for a, b in self.golden_pairs]
 
     def training_examples(self, n: int, rng: random.Random) -> list[tuple[str, str]]:
-        """Pretraining rows for the tiny base model (drawn from traffic pairs only)."""
-        return [(q.prompt, q.expected) for q in (self.sample(rng) for _ in range(n))]
+        """Pretraining rows for the tiny base model: all pairs, answers in mixed styles."""
+        pairs = self.golden_pairs + self.traffic_pairs  # the base knows arithmetic; golden tests the format
+        rows = []
+        for _ in range(n):
+            q = self._q(*rng.choice(pairs))
+            style = rng.choices(self.STYLES, weights=self.STYLE_WEIGHTS)[0]
+            rows.append((q.prompt, style.format(s=q.expected)))
+        return rows
 
     def check(self, q: Question, answer: str) -> bool:
         return answer.strip() == q.expected
