@@ -143,7 +143,7 @@ def loop_config(cfg: DemoConfig, db_path: Path, base: Path, cache: Path):
                         "min_samples_per_version": cfg.min_samples_per_version, "primary_metric": "reward_positive_rate",
                         "min_improvement_threshold": 0.0, "sequential_tuning_samples": 500},
         train_config={"method": "sft", "max_steps": cfg.train_steps, "learning_rate": 2e-3 if cfg.fast else 2e-4,
-                      "lora_r": 16, "lora_alpha": 32, "per_device_train_batch_size": 8},
+                      "lora_r": 16, "lora_alpha": 32, "batch_size": 8, "num_threads": 1 if cfg.fast else None},
         base_model=str(base), gate_threshold=0.0, max_cycles=cfg.max_cycles)
 
 

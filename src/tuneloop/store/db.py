@@ -100,7 +100,8 @@ class Database:
 
         key = self.engine.url.render_as_string(hide_password=False)
         with _migrate_lock:
-            if key in _migrated and revision == "head" and key != "sqlite:///:memory:":
+            in_memory = self.is_sqlite and self.engine.url.database in (None, "", ":memory:")
+            if key in _migrated and revision == "head" and not in_memory:
                 return
             upgrade(self.engine, revision)
             _migrated.add(key)
