@@ -80,6 +80,7 @@ class CycleRunner:
                 "id": run_id, "state": "triggered", "trigger_event_id": trigger_event_id,
                 "details": {"reason": reason, "timings": {}, "history": [["triggered", t]]},
                 "started_at": t, "updated_at": t})
+        _maybe_crash("triggered", "after")
         return run_id
 
     def get(self, run_id: str) -> dict:

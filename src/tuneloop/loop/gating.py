@@ -4,8 +4,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy as sa
+
 from tuneloop.loop.config import LoopConfig
-from tuneloop.store import Database
+from tuneloop.store import Database, schema
 
 log = logging.getLogger("tuneloop.loop")
 
@@ -18,7 +20,7 @@ def backend_of(db: Database, version_id: str, pool: Any):
 
 
 def evaluate_version(db: Database, version_id: str, examples: list, pool: Any, *, golden_set: str,
-                     golden_version: int, reuse: bool = True):
+                     golden_version: int, reuse: bool = True, record: bool = True):
     """The version's golden result: the stored run on this golden version, or a fresh one."""
     from tuneloop.evaluate.runner import evaluate, latest_eval_run, record_eval_run
 
@@ -28,7 +30,7 @@ def evaluate_version(db: Database, version_id: str, examples: list, pool: Any, *
             return found
     result = evaluate(backend_of(db, version_id, pool), examples, progress=False, model=version_id,
                       params={"temperature": 0.0})
-    run_id = record_eval_run(db, version_id, result, golden_set=golden_set, golden_version=golden_version)
+    run_id = record_eval_run(db, version_id, result, golden_set=golden_set, golden_version=golden_version) if record else None
     return run_id, result
 
 
@@ -39,6 +41,14 @@ def gate_candidate(db: Database, config: LoopConfig, version_id: str, pool: Any 
     from tuneloop.evaluate.runner import record_eval_run
     from tuneloop.registry.versions import Registry
 
+    er = schema.eval_runs
+    done = db.fetch_one(sa.select(er).where(er.c.version_id == version_id, er.c.passed.is_not(None))
+                        .order_by(er.c.created_at.desc()).limit(1))
+    if done is not None:  # this candidate was gated already (a resumed cycle): keep that verdict
+        g = done["gate"] or {}
+        return {"passed": bool(done["passed"]), "reasons": list(g.get("reasons") or []), "eval_run_id": done["id"],
+                "pass_rate": done["pass_rate"], "champion_pass_rate": g.get("champion_pass_rate"),
+                "p_value": g.get("p_value"), "test": g.get("test"), "n": done["n"]}
     pool = pool or shared_pool(config)
     examples = golden.list_examples(db, config.golden_set)
     if not examples:
@@ -49,7 +59,8 @@ def gate_candidate(db: Database, config: LoopConfig, version_id: str, pool: Any 
     champ = None
     if champion is not None and champion.id != version_id:
         champ = evaluate_version(db, champion.id, examples, pool, golden_set=config.golden_set, golden_version=gver)[1]
-    _, cand = evaluate_version(db, version_id, examples, pool, golden_set=config.golden_set, golden_version=gver, reuse=False)
+    _, cand = evaluate_version(db, version_id, examples, pool, golden_set=config.golden_set, golden_version=gver,
+                               reuse=False, record=False)
     decision = gate(cand, champ, threshold=config.gate_threshold, alpha=config.gate_alpha, required_tags=None)
     run_id = record_eval_run(db, version_id, cand, baseline=champion.id if champ is not None else None,
                              golden_set=config.golden_set, golden_version=gver, gate=decision)

@@ -37,9 +37,9 @@ class DemoConfig:
     fast: bool = False
     data_dir: Path = Path("./.tuneloop/demo")
     seed: int = 0
-    users: int = 80
+    users: int = 200
     requests_per_round: int = 150
-    max_rounds: int = 12
+    max_rounds: int = 60
     max_cycles: int = 2
     time_budget_s: float = 840.0
     workers: int = 4
@@ -52,8 +52,8 @@ class DemoConfig:
 
     @classmethod
     def fast_preset(cls, **kw: Any) -> "DemoConfig":
-        base = dict(fast=True, users=60, requests_per_round=150, max_rounds=10, time_budget_s=110.0,
-                    min_new_samples=30, min_samples_per_version=100, train_steps=40)
+        base = dict(fast=True, users=200, requests_per_round=150, max_rounds=40, time_budget_s=110.0,
+                    min_new_samples=20, min_samples_per_version=60, train_steps=40)
         base.update(kw)
         return cls(**base)
 
@@ -138,12 +138,14 @@ def loop_config(cfg: DemoConfig, db_path: Path, base: Path, cache: Path):
         db_path=str(db_path), output_dir=str(cfg.data_dir / "runs"), data_dir=str(cache), check_interval_seconds=1,
         trigger_config={"min_new_samples": cfg.min_new_samples, "min_quality_score": 0.5, "cooldown_hours": 0,
                         "enable_quality_drop": False, "enable_error_rate": False},
-        generator_config={"min_quality_score": None, "min_user_feedback": 0.5, "deduplicate": True},
+        generator_config={"min_quality_score": None, "min_user_feedback": 0.5, "deduplicate": True, "format_type": "messages"},
         ab_test_config={"initial_challenger_traffic": cfg.challenger_traffic, "min_duration_hours": 0,
                         "min_samples_per_version": cfg.min_samples_per_version, "primary_metric": "reward_positive_rate",
                         "min_improvement_threshold": 0.0, "sequential_tuning_samples": 500},
-        train_config={"method": "sft", "max_steps": cfg.train_steps, "learning_rate": 2e-3 if cfg.fast else 2e-4,
-                      "lora_r": 16, "lora_alpha": 32, "batch_size": 8, "num_threads": 1 if cfg.fast else None},
+        # The tiny model's template marks assistant turns, so the loss can skip the prompt.
+        train_config={"method": "sft", "max_steps": cfg.train_steps, "learning_rate": 1e-3 if cfg.fast else 2e-4,
+                      "lora_r": 16, "lora_alpha": 32, "batch_size": 8, "num_threads": 1 if cfg.fast else None,
+                      "assistant_only_loss": cfg.fast},
         base_model=str(base), gate_threshold=0.0, max_cycles=cfg.max_cycles)
 
 
