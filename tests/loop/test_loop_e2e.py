@@ -55,22 +55,33 @@ def _count(db, table, *where) -> int:
     return int(db.scalar(sa.select(sa.func.count()).select_from(table).where(*where)) or 0)
 
 
-@pytest.mark.parametrize("state", ["triggered", "dataset_built", "trained", "registered", "gated", "experimenting", "promoted"])
-def test_killed_at_every_step_resumes_without_repeating_work(state, base, db_url, tmp_path):
+STATES = ["triggered", "dataset_built", "trained", "registered", "gated", "experimenting", "promoted"]
+
+
+def test_killed_at_every_step_resumes_without_repeating_work(base, db_url, tmp_path):
+    """One cycle, killed once at each step; every restart continues where the last one died.
+
+    "before" kills after a stage's work is done but before its new state is persisted: the
+    hardest case, where only the stage's own idempotency prevents repeated work.
+    """
     db = Database.open(db_url)
     loop_support.seed_world(db, base)
     cfg = loop_support.loop_config(tmp_path, db_url, base)
-    # "before": the stage's work is done but the new state was not persisted yet (the hardest case)
-    when = "after" if state == "triggered" else "before"
-    crashed = _run(cfg, f"{state}:{when}")
-    assert crashed.returncode == 137, crashed.stderr[-3000:]
+    lr = schema.loop_runs
+    for state in STATES:
+        when = "after" if state == "triggered" else "before"
+        crashed = _run(cfg, f"{state}:{when}")
+        assert crashed.returncode == 137, (state, crashed.stderr[-3000:])
+        run = db.fetch_one(sa.select(lr))
+        expected = STATES[STATES.index(state) - 1] if when == "before" else state
+        assert run["state"] == expected, (state, run["state"])
     resumed = _run(cfg)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.strip().splitlines()[-1] == "promoted"
-    tr, mv, ex, lr = schema.train_runs, schema.model_versions, schema.experiments, schema.loop_runs
+    tr, mv, ex = schema.train_runs, schema.model_versions, schema.experiments
     assert _count(db, lr) == 1
     assert _count(db, tr, tr.c.status == "succeeded") == 1
-    assert _count(db, tr) == 1, "training ran again after the crash"
+    assert _count(db, tr) == 1, "training ran again after a crash"
     assert _count(db, schema.datasets) == 1
     assert sorted(r["id"] for r in db.fetch_all(sa.select(mv.c.id))) == ["v0", "v1"]
     assert _count(db, ex) == 1

@@ -124,7 +124,7 @@ class TriggerChecker:
 
     def _mean_quality(self, start: float, end: float) -> tuple[float | None, int]:
         i = schema.interactions
-        value = sa.func.coalesce(i.c.quality_score, (i.c.reward > 0).cast(sa.Float))
+        value = sa.func.coalesce(i.c.quality_score, sa.case((i.c.reward > 0, 1.0), (i.c.reward.is_not(None), 0.0)))
         row = self.db.fetch_one(sa.select(sa.func.avg(value).label("m"), sa.func.count(value).label("n"))
                                 .where(i.c.ts > start, i.c.ts <= end, i.c.kind == "chat"))
         return (float(row["m"]) if row["m"] is not None else None), int(row["n"])

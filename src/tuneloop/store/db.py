@@ -58,7 +58,12 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers (Database.begin) take the write lock up front; readers stay deferred so a
+        # long streaming read never blocks the capture writer (WAL readers don't block writers).
+        if conn.get_execution_options().get("tuneloop_write", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
 
 
 class Database:
@@ -108,9 +113,11 @@ class Database:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A connection inside one transaction (BEGIN IMMEDIATE on SQLite)."""
-        with self.engine.begin() as conn:
-            yield conn
+        """A connection inside one write transaction (BEGIN IMMEDIATE on SQLite)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(tuneloop_write=True)
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

@@ -23,7 +23,7 @@ def alembic_config(engine: Engine | None = None) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn, conn.execution_options(tuneloop_write=True).begin():
             cfg = alembic_config(engine)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)

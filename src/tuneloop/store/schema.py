@@ -290,3 +290,52 @@ subjects = sa.Table(
     _ts("created_at", nullable=False),
     _ts("updated_at"),
 )
+
+# ---------------------------------------------------------------- retrieval (migration 0002)
+documents = sa.Table(
+    "documents", metadata,
+    sa.Column("id", sa.String(255), primary_key=True),  # the user's document id
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("meta", JSON),
+    sa.Column("content_hash", sa.String(64), nullable=False),  # sha256 of text + meta: unchanged docs are not re-embedded
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),  # +1 on every change
+    sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),  # soft delete: indexes see it
+    _ts("updated_at", nullable=False),
+    _ts("created_at", nullable=False),
+    sa.Index("ix_documents_updated_at", "updated_at"),
+)
+
+retrieval_logs = sa.Table(
+    "retrieval_logs", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("interaction_id", ID),
+    _ts(nullable=False),
+    sa.Column("query", sa.Text, nullable=False, server_default=""),
+    sa.Column("retriever_version", sa.String(255)),
+    sa.Column("reranker_version", sa.String(255)),
+    sa.Column("doc_ids", JSON),
+    sa.Column("scores", JSON),
+    sa.Column("ranks", JSON),
+    sa.Column("meta", JSON),  # k, latency, index build, client reports (used / clicked / skipped)
+    sa.Index("ix_retrieval_logs_ts", "ts"),
+    sa.Index("ix_retrieval_logs_interaction", "interaction_id"),
+)
+
+index_builds = sa.Table(
+    "index_builds", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("embedder_version", sa.String(255), nullable=False),  # a retriever version id or an embedder name
+    sa.Column("status", sa.String(16), nullable=False, server_default="building"),  # building | ready | active | standby | retired | failed
+    sa.Column("engine", sa.String(32)),
+    sa.Column("dim", sa.Integer),
+    sa.Column("cursor", sa.String(255)),  # last document id embedded: a re-embed resumes after it
+    sa.Column("done", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("total", sa.Integer),
+    sa.Column("path", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("meta", JSON),
+    _ts("created_at", nullable=False),
+    _ts("updated_at"),
+    _ts("switched_at"),
+    sa.Index("ix_index_builds_version_status", "embedder_version", "status"),
+)
