@@ -40,7 +40,7 @@ test-sqlite:
 	TUNELOOP_TEST_DB=sqlite $(PY) -m pytest -n 2 --dist loadgroup tests
 
 test-postgres:
-	TUNELOOP_TEST_DB=postgres $(PY) -m pytest -n 2 --dist loadgroup tests
+	TUNELOOP_TEST_DB=postgres $(PY) -m pytest -n 2 --dist loadgroup -m "not sqlite_only" tests
 
 bench: setup
 	$(PY) -m benchmarks.run

@@ -217,6 +217,7 @@ def run_demo(cfg: DemoConfig, *, console=None) -> dict[str, Any]:
     with DemoServer(app) as server:
         client = TrafficClient(server.url, temperature=cfg.temperature)
         for r in range(1, cfg.max_rounds + 1):
+            serving = _aliases(db)  # who served this round (the loop may promote after it)
             outcomes = run_round(client, users, cfg.requests_per_round, task.sample, task.check, rng=rng, workers=cfg.workers)
             app.state.gateway.logger.flush()
             _update_signals(db, watermark)
@@ -225,9 +226,8 @@ def run_demo(cfg: DemoConfig, *, console=None) -> dict[str, Any]:
                 per_version[o.version_id][0] += o.satisfied
                 per_version[o.version_id][1] += 1
             result = loop.run_iteration()
-            al = _aliases(db)
             stats = RoundStats(r, time.monotonic() - t0, len(outcomes), sum(o.satisfied for o in outcomes), dict(per_version),
-                               al.get("champion"), al.get("challenger"), result.get("action", ""), result.get("state", ""))
+                               serving.get("champion"), serving.get("challenger"), result.get("action", ""), result.get("state", ""))
             rounds.append(stats)
             _status_line(console, stats)
             done = loop.total_retrains() >= cfg.max_cycles and loop.get_status_summary()["status"]["current_stage"] == "idle"
