@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -76,6 +77,31 @@ def trigger(ctx: typer.Context, config: Path | None = ConfigOpt,
     """Ask for a cycle now: the running daemon (or the next `loop run`) starts it."""
     event = _loop(ctx, config).trigger(reason)
     out.print(f"manual trigger recorded ({event}); the loop starts a cycle at its next check")
+
+
+def _decide(ctx: typer.Context, run_id: str, approve: bool, reason: str, actor: str) -> None:
+    from tuneloop.loop.approval import approve_run
+
+    obj = ctx.find_root().obj
+    db = obj.open_db() if hasattr(obj, "open_db") else LoopConfig().database_url()
+    decision = approve_run(db, run_id, actor=actor, approve=approve, reason=reason)
+    out.print(f"cycle {run_id}: {decision['decision']} by {actor} ({reason}); the loop acts at its next check")
+
+
+ReasonOpt = typer.Option(..., "--reason", help="Why (kept in the audit log with the evidence shown).")
+ActorOpt = typer.Option(os.environ.get("USER", "admin"), "--actor", help="Who decides (audit log).")
+
+
+@loop_app.command("approve")
+def approve(ctx: typer.Context, run_id: str, reason: str = ReasonOpt, actor: str = ActorOpt) -> None:
+    """Approval mode: let a cycle waiting at awaiting_approval send traffic to its challenger."""
+    _decide(ctx, run_id, True, reason, actor)
+
+
+@loop_app.command("reject")
+def reject(ctx: typer.Context, run_id: str, reason: str = ReasonOpt, actor: str = ActorOpt) -> None:
+    """Approval mode: reject a cycle waiting at awaiting_approval; its challenger never serves."""
+    _decide(ctx, run_id, False, reason, actor)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,7 @@
     triggered ─► dataset_built ─► trained ─► registered ─► gated ─► experimenting ─► promoted
         │              │             │                        │            └──────► rolled_back
         └──────────────┴─────────────┴──► failed              └─► rejected
+    (approval mode: gated ─► awaiting_approval ─► experimenting | rejected, by an admin)
 
 Each transition runs one stage and then persists the new state in ``loop_runs`` in one
 transaction. Stages are idempotent: each first looks for the output it would make for this
@@ -26,7 +27,7 @@ from tuneloop.store import Database, schema
 
 log = logging.getLogger("tuneloop.loop")
 
-ORDER = ("triggered", "dataset_built", "trained", "registered", "gated", "experimenting")
+ORDER = ("triggered", "dataset_built", "trained", "registered", "gated", "awaiting_approval", "experimenting")
 FINAL = ("promoted", "rolled_back", "rejected", "failed", "completed")
 
 
@@ -57,6 +58,7 @@ _STEP_FOR_STATE = {
     "trained": "register",
     "registered": "gate",
     "gated": "start_experiment",
+    "awaiting_approval": "start_experiment",  # moves only once an admin approved (approval mode)
     "experimenting": "decide",
 }
 

@@ -131,9 +131,16 @@ class DefaultStages:
     def start_experiment(self, run: dict) -> StepResult:
         vid = run["version_id"]
         if self.config.require_approval:
-            approved = (run["details"] or {}).get("approval")
-            if not approved:
-                return None  # type: ignore[return-value]  # waits in 'gated' until approved
+            approval = (run["details"] or {}).get("approval")
+            if approval is None:  # no traffic reaches the challenger before an admin decides
+                if run["state"] == "awaiting_approval":
+                    return None  # type: ignore[return-value]
+                return StepResult("awaiting_approval", {}, {})
+            if approval["decision"] != "approved":
+                from tuneloop.registry.versions import Registry
+
+                Registry(self.db, actor=approval["by"]).reject(vid, f"rejected by {approval['by']}: {approval['reason']}")
+                return StepResult("rejected", {}, {}, decision="rejected by approver")
         if not self.config.enable_ab_testing:
             if not self.config.enable_auto_promotion:
                 return StepResult("completed", {}, {"note": "A/B testing and auto promotion are off"}, decision="awaiting manual promotion")
