@@ -38,7 +38,12 @@ class RegistryRouter:
                 backend = self._backends.get(version_id)
                 if backend is None:
                     row = self.registry.get(version_id).to_dict()
-                    backend = self._backends[version_id] = backend_for_version(row, self.pool)
+                    backend = backend_for_version(row, self.pool)
+                    if row.get("backend") == "local":  # concurrent requests share one forward pass
+                        from tuneloop.models.batching import MicroBatcher
+
+                        backend = MicroBatcher(backend)
+                    self._backends[version_id] = backend
         return backend
 
     def route(self, request_model: str, user: str | None) -> Route:
