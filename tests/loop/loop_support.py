@@ -27,8 +27,9 @@ def addition_base() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     with FileLock(str(CACHE / "build.lock")):
-        tiny = build_tiny_model(CACHE / "tiny")
-        return pretrain_addition(tiny, CACHE / "tiny-addition")
+        # the same layout as `tuneloop demo --cache-dir CACHE`, so the demo test reuses it
+        tiny = build_tiny_model(CACHE / "models" / "tiny")
+        return pretrain_addition(tiny, CACHE / "models" / "tiny-addition")
 
 
 def loop_config(tmp: Path, db_url: str, base: Path, **over) -> dict:

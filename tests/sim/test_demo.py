@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,8 +41,13 @@ def test_report_compares_first_and_last_champion():
 @pytest.mark.slow
 @pytest.mark.sqlite_only
 def test_fast_demo_improves_satisfaction_significantly(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "loop"))
+    import loop_support
+
+    loop_support.addition_base()  # shared with the loop tests: built once per machine
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "tuneloop.cli", "demo", "--fast", "--data-dir", str(tmp_path), "--budget", "300"],
+    done = subprocess.run([sys.executable, "-m", "tuneloop.cli", "demo", "--fast", "--data-dir", str(tmp_path), "--budget", "300",
+                           "--cache-dir", str(loop_support.CACHE)],
                           capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "fast" / "report.json").read_text())

@@ -49,6 +49,7 @@ class DemoConfig:
     challenger_traffic: float = 0.5
     train_steps: int = 60
     fresh: bool = True
+    cache_dir: Path | None = None  # converted/pretrained models, kept across runs (default: beside data_dir)
 
     @classmethod
     def fast_preset(cls, **kw: Any) -> "DemoConfig":
@@ -154,7 +155,7 @@ def setup(cfg: DemoConfig) -> dict[str, Any]:
     from tuneloop.evaluate import golden
     from tuneloop.registry.versions import Registry
 
-    cache = cfg.data_dir.parent / "cache"
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else cfg.data_dir.parent / "cache"
     if cfg.fresh and cfg.data_dir.exists():
         shutil.rmtree(cfg.data_dir)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,19 @@ MARKER = "tuneloop_pretrain.json"
 def pretrain_addition(tiny_path: Path, out: Path, *, steps: int = 300, batch: int = 64, lr: float = 3e-3,
                       seed: int = 0, task: AdditionTask | None = None) -> Path:
     """Full fine-tune ``tiny_path`` on ``steps`` batches of sums; cached in ``out``."""
+    from filelock import FileLock
+
     out = Path(out)
     info = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "source": str(tiny_path)}
-    if (out / MARKER).exists() and json.loads((out / MARKER).read_text()) == info:
-        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):  # parallel test workers build it once
+        if (out / MARKER).exists() and json.loads((out / MARKER).read_text()) == info:
+            return out
+        return _pretrain(tiny_path, out, info, steps=steps, batch=batch, lr=lr, seed=seed, task=task)
+
+
+def _pretrain(tiny_path: Path, out: Path, info: dict, *, steps: int, batch: int, lr: float, seed: int,
+              task: AdditionTask | None) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
