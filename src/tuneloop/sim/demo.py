@@ -38,22 +38,22 @@ class DemoConfig:
     data_dir: Path = Path("./.tuneloop/demo")
     seed: int = 0
     users: int = 200
-    requests_per_round: int = 150
+    requests_per_round: int = 120
     max_rounds: int = 60
     max_cycles: int = 2
     time_budget_s: float = 840.0
-    workers: int = 4
-    temperature: float = 0.9
+    workers: int = 8  # the gateway batches concurrent requests to a local model
+    temperature: float = 0.7
     min_new_samples: int = 40
-    min_samples_per_version: int = 120
+    min_samples_per_version: int = 150
     challenger_traffic: float = 0.5
-    train_steps: int = 60
+    train_steps: int = 32
     fresh: bool = True
     cache_dir: Path | None = None  # converted/pretrained models, kept across runs (default: beside data_dir)
 
     @classmethod
     def fast_preset(cls, **kw: Any) -> "DemoConfig":
-        base = dict(fast=True, users=200, requests_per_round=150, max_rounds=40, time_budget_s=110.0,
+        base = dict(fast=True, users=200, requests_per_round=150, max_rounds=40, time_budget_s=110.0, workers=4, temperature=0.9,
                     min_new_samples=20, min_samples_per_version=60, train_steps=40)
         base.update(kw)
         return cls(**base)
@@ -144,8 +144,8 @@ def loop_config(cfg: DemoConfig, db_path: Path, base: Path, cache: Path):
                         "min_samples_per_version": cfg.min_samples_per_version, "primary_metric": "reward_positive_rate",
                         "min_improvement_threshold": 0.0, "sequential_tuning_samples": 500},
         # The tiny model's template marks assistant turns, so the loss can skip the prompt.
-        train_config={"method": "sft", "max_steps": cfg.train_steps, "learning_rate": 1e-3 if cfg.fast else 2e-4,
-                      "lora_r": 16, "lora_alpha": 32, "batch_size": 8, "num_threads": 1 if cfg.fast else None,
+        train_config={"method": "sft", "max_steps": cfg.train_steps, "learning_rate": 1e-3 if cfg.fast else 5e-4,
+                      "lora_r": 16, "lora_alpha": 32, "batch_size": 8 if cfg.fast else 4, "num_threads": 1 if cfg.fast else None,
                       "assistant_only_loss": cfg.fast},
         base_model=str(base), gate_threshold=0.0, max_cycles=cfg.max_cycles)
 
@@ -165,7 +165,7 @@ def setup(cfg: DemoConfig) -> dict[str, Any]:
     db = Database.open(path=db_path)
     registry = Registry(db, actor="demo")
     if registry.find("v0") is None:
-        registry.register("v0", backend="local", base_model=str(base), params={"max_tokens": 16},
+        registry.register("v0", backend="local", base_model=str(base), params={"max_tokens": 24},
                           lineage={"note": "the pre-existing production model"})
         registry.promote("v0", reason="initial champion")
         lines = [json.dumps({"prompt": q.prompt, "expected": q.expected, "checker": task.checker, "tags": [task.name]})

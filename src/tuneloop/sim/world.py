@@ -13,7 +13,6 @@ True
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
 
 
@@ -87,23 +86,29 @@ CAPITALS = {
     "Estonia": "Tallinn", "Jordan": "Amman", "Lebanon": "Beirut", "Syria": "Damascus", "Qatar": "Doha",
     "Senegal": "Dakar", "Tunisia": "Tunis", "Algeria": "Algiers", "Zimbabwe": "Harare",
 }
-_WORD = re.compile(r"^[A-Za-z][A-Za-z\- ]*[A-Za-z]$")
 
 
 class CapitalsTask:
-    """"What is the capital of X?" — users want the city alone (SmolLM2's world)."""
+    """"What is the capital of X?" — users want the right city, said briefly (SmolLM2's world).
+
+    SmolLM2-135M-Instruct knows some capitals and wraps them in a sentence; it also names
+    wrong cities and rambles. A user is satisfied by the right city in at most
+    ``max_words`` words. The golden set holds out 20 countries and checks that the answer
+    contains the right city.
+    """
 
     name = "capitals"
-    checker = "exact"
+    checker = "contains"
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, max_words: int = 8) -> None:
         items = sorted(CAPITALS.items())
         random.Random(seed).shuffle(items)
         self.golden_items, self.traffic_items = items[:20], items[20:]
+        self.max_words = max_words
 
     @staticmethod
     def _q(country: str, city: str) -> Question:
-        return Question(f"What is the capital of {country}? Answer with the city name only.", city, topic=country[0])
+        return Question(f"What is the capital of {country}? Answer briefly.", city, topic=country[0])
 
     def sample(self, rng: random.Random) -> Question:
         return self._q(*rng.choice(self.traffic_items))
@@ -112,8 +117,8 @@ class CapitalsTask:
         return [self._q(c, city) for c, city in self.golden_items]
 
     def check(self, q: Question, answer: str) -> bool:
-        text = answer.strip().rstrip(".!").strip()
-        return bool(_WORD.match(text)) and text.lower() == q.expected.lower()
+        words = answer.split()
+        return 0 < len(words) <= self.max_words and q.expected.lower() in answer.lower()
 
 
 @dataclass
