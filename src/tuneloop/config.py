@@ -56,6 +56,12 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(10 * _MiB, gt=0, description="Largest accepted request body; larger gets 413.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     check_interval_seconds: float = Field(3600.0, gt=0, description="How often the loop checks its triggers.")
+    pii_mode: Literal["off", "redact", "hash"] = Field("off", description="PII at ingestion: keep, redact, or keyed hash.")
+    pii_hash_key: pydantic.SecretStr | None = Field(None, description="Key of the PII hash (pii_mode=hash).")
+    retention_days: float | None = Field(None, gt=0, description="Delete interactions older than this (the loop enforces it).")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty: CORS off).")
+    rate_limit_per_s: float | None = Field(None, gt=0, description="Requests per second per API key (None: no limit).")
+    rate_limit_burst: int | None = Field(None, gt=0, description="Burst size of the per-key rate limit.")
     output_dir: str = Field("./.tuneloop/runs", description="Where training data and runs are written.")
     enable_ab_testing: bool = True
     enable_auto_promotion: bool = True

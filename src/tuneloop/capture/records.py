@@ -466,6 +466,13 @@ def write_rows(db: Any, conn: Any, table: str, rows: Sequence[Mapping[str, Any]]
     """
     if not rows:
         return 0
+    from tuneloop.privacy.pii_ingest import default_guard
+
+    # Every capture path (SDK, ingestion API, gateway) writes here: deleted users' rows are
+    # dropped and the configured PII policy is applied before anything is stored.
+    rows = default_guard().apply(conn, table, rows)
+    if not rows:
+        return 0
     columns = INTERACTION_COLUMNS if table == "interactions" else FEEDBACK_COLUMNS
     if db.is_sqlite:
         return _write_sqlite(conn, table, columns, rows)

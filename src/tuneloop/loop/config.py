@@ -37,6 +37,7 @@ class LoopConfig:
     dataset_kinds: tuple[str, ...] = field(default=("sft",), metadata={"help": "datasets built per cycle: sft, dpo"})
     max_cycles: int | None = field(default=None, metadata={"help": "stop run_loop after this many cycles"})
     require_approval: bool = field(default=False, metadata={"help": "stop before traffic until an admin approves"})
+    retention_days: float | None = field(default=None, metadata={"help": "the daemon deletes interactions older than this"})
 
     def __post_init__(self) -> None:
         if isinstance(self.trigger_config, dict):

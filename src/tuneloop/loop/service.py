@@ -97,6 +97,10 @@ class ContinuousLearningLoop:
             while not self._stop.is_set():
                 try:
                     result = self.run_iteration(train_fn)
+                    if self.config.retention_days:
+                        from tuneloop.privacy.retention import enforce_retention
+
+                        enforce_retention(self.db, self.config.retention_days, actor="loop", max_batches=50)
                 except Exception:  # one bad iteration must not kill the daemon
                     log.exception("loop iteration failed")
                     result = {"action": "error"}

@@ -177,11 +177,19 @@ class KeyVerifier:
             return hit[1]
         return None
 
-    def verify(self, raw: str | None) -> ApiKey:
+    def verify(self, raw: str | None, permissions: str | tuple[str, ...] = ()) -> ApiKey:
+        """The key of ``raw``, checked to grant one of ``permissions`` (when given).
+
+        A refused request writes nothing: ``last_used_at`` is touched only after the check.
+        """
         key = self.cached(raw)
         if key is not None:
+            if permissions:
+                require(key, permissions)
             return key
         key = verify_key(self.db, raw)
+        if permissions:
+            require(key, permissions)
         if key.last_used_at is None or now() - key.last_used_at > 60:
             t = schema.api_keys
             with self.db.begin() as conn:
