@@ -42,7 +42,7 @@ class LeaderLock:
             except Exception:
                 self._file = None
                 return False
-        key = LOOP_LOCK_KEY + sum(map(ord, self.name))
+        key = self._key = LOOP_LOCK_KEY + sum(map(ord, self.name))
         self._conn = self.db.engine.connect()
         while True:
             got = self._conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})").scalar()
@@ -60,8 +60,14 @@ class LeaderLock:
             self._file.release()
             self._file = None
         if self._conn is not None:
-            self._conn.close()  # closing the session frees the advisory lock
-            self._conn = None
+            # The pool would keep the session (and its lock) alive: unlock, then drop the session.
+            try:
+                self._conn.exec_driver_sql(f"SELECT pg_advisory_unlock({self._key})")
+                self._conn.commit()
+            finally:
+                self._conn.invalidate()
+                self._conn.close()
+                self._conn = None
 
     @property
     def held(self) -> bool:
