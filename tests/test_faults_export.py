@@ -70,8 +70,6 @@ def test_disk_full_during_export_fails_and_leaves_no_file(db, db_url, tmp_path, 
     assert "No space left" in r.stderr or "File too large" in r.stderr, r.stderr[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason="cli.export lets the OSError escape as a traceback; it should print "
-                                       "one line naming the file and the cause (exit 1)")
 def test_disk_full_during_export_is_a_one_line_error(db, db_url, tmp_path):
     r, _, _ = _full_disk_export(db, db_url, tmp_path, ".jsonl")
     assert "Traceback" not in r.stderr

@@ -28,7 +28,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from tuneloop.config import Settings, load_settings
-from tuneloop.errors import TuneloopError
+from tuneloop.errors import DatasetError, TuneloopError
 
 __all__ = ["app", "PLUGIN_MODULES", "register_plugins"]
 
@@ -378,6 +378,9 @@ def export(ctx: typer.Context,
             advance = lambda k: progress.advance(task, k)  # noqa: E731
             n = _write_jsonl(tmp, rows, advance) if suffix == ".jsonl" else _write_parquet(tmp, rows, advance)
         os.replace(tmp, output)
+    except OSError as exc:  # a full disk, a file-size limit: one line naming the file, not a traceback
+        tmp.unlink(missing_ok=True)
+        raise DatasetError(f"cannot write {output}: {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

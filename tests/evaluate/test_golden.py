@@ -104,11 +104,11 @@ def test_add_and_list_sets(db):
         g.add_example(db, prompt="x", expected="y", checker="nope")
 
 
-def _interaction(db, query, response, *, consent=True, messages=None):
+def _interaction(db, query, response, *, consent=True, messages=None, user_id=None):
     iid = new_id()
     with db.begin() as conn:
         conn.execute(schema.interactions.insert().values(
-            id=iid, ts=now(), query=query, response=response, consent=consent,
+            id=iid, ts=now(), query=query, response=response, consent=consent, user_id=user_id,
             messages=messages or [{"role": "user", "content": query}, {"role": "assistant", "content": response}]))
     return iid
 
@@ -117,6 +117,25 @@ def _feedback(db, iid, kind, value=None, ts=None):
     with db.begin() as conn:
         conn.execute(schema.feedback.insert().values(id=new_id(), interaction_id=iid, kind=kind, value=value,
                                                      ts=ts or now()))
+
+
+def test_propose_skips_users_without_training_consent_or_deleted(db):
+    kept = _interaction(db, "Capital of Chile?", "Buenos Aires", user_id="u-ok")
+    unknown = _interaction(db, "Capital of Peru?", "Quito", user_id="u-no-subject-row")
+    withdrawn = _interaction(db, "my private question", "bad answer", user_id="u-withdrawn")
+    deleted = _interaction(db, "another private one", "bad answer", user_id="u-deleted")
+    no_consent = _interaction(db, "uncaptured", "bad answer", consent=False, user_id="u-ok")
+    with db.begin() as conn:
+        conn.execute(schema.subjects.insert(), [
+            {"user_id": "u-ok", "consent_training": True, "deleted_at": None, "created_at": now()},
+            {"user_id": "u-withdrawn", "consent_training": False, "deleted_at": None, "created_at": now()},
+            {"user_id": "u-deleted", "consent_training": True, "deleted_at": now(), "created_at": now()}])
+    for iid in (kept, unknown, withdrawn, deleted, no_consent):
+        _feedback(db, iid, "thumbs", -1)
+
+    proposed = g.propose_from_feedback(db, set_name="consent")
+    names = {kept: "kept", unknown: "unknown", withdrawn: "withdrawn", deleted: "deleted", no_consent: "no_consent"}
+    assert sorted(names[p.source_interaction_id] for p in proposed) == ["kept", "unknown"]
 
 
 def test_propose_from_negative_feedback_then_review(db):

@@ -21,12 +21,18 @@ class World:
     path_both: str
 
 
-def add_traffic(db, user, n, *, ts=None, text="question", consent=True):
+def add_traffic(db, user, n, *, ts=None, text="question", consent=True, guarded=True):
+    """``guarded=False`` writes past the ingestion guard (which drops deleted users' rows), as a
+    client writing to the database directly would: the late rows that sweeps must find."""
     rows = [interaction_row(query=f"{text} {user} {i} about the weather in town number {i}",
                             response=f"answer {i} for {user}", user_id=user, model="m",
                             quality_score=0.9, ts=ts if ts is not None else now(), consent=consent)
             for i in range(n)]
-    write_interactions(db, rows)
+    if guarded:
+        write_interactions(db, rows)
+    else:
+        with db.begin() as conn:
+            db.insert_ignore(conn, schema.interactions, rows)
     return [r["id"] for r in rows]
 
 

@@ -339,18 +339,24 @@ def propose_from_feedback(db: Any, since: float | None = None, limit: int = 100,
     """Propose interactions with negative feedback (thumbs -1, rating <= 2, report) as cases.
 
     Each interaction is proposed at most once per set (a rejected proposal stays rejected);
-    interactions without training consent are left out. Proposals carry no expected answer:
+    interactions without consent, or of a user without training consent or deleted (the
+    ``subjects`` table), are left out. Proposals carry no expected answer:
     the reviewer writes it in :func:`review`.
     """
     get_checker(checker)
-    fb, it = schema.feedback, schema.interactions
+    fb, it, subj = schema.feedback, schema.interactions, schema.subjects
     bad = sa.select(fb.c.interaction_id, sa.func.max(fb.c.ts).label("last_ts")).where(_negative_feedback())
     if since is not None:
         bad = bad.where(fb.c.ts >= since)
     bad = bad.group_by(fb.c.interaction_id).subquery()
     taken = sa.select(GE.c.id).where(GE.c.set_name == set_name, GE.c.source_interaction_id == it.c.id)
+    # A user who withdrew training consent or was deleted (subjects) is left out too, not only
+    # an interaction captured without consent: a golden case keeps the prompt text for good.
     stmt = (sa.select(it, bad.c.last_ts).join(bad, bad.c.interaction_id == it.c.id)
-            .where(it.c.consent.is_(True), ~sa.exists(taken))
+            .outerjoin(subj, subj.c.user_id == it.c.user_id)
+            .where(it.c.consent.is_(True), ~sa.exists(taken),
+                   sa.or_(subj.c.consent_training.is_(None), subj.c.consent_training.is_(True)),
+                   subj.c.deleted_at.is_(None))
             .order_by(bad.c.last_ts.desc(), it.c.id).limit(limit))
     with db.begin() as conn:
         _lock_set(db, conn, set_name)

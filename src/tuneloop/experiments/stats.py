@@ -244,8 +244,11 @@ def welch_ttest_from_stats(a: MetricSummary, b: MetricSummary, alpha: float = 0.
     if se == 0:
         return TestResult("welch_ttest", 0.0, 1.0, diff, (diff, diff), a.mean, b.mean, a.n, b.n,
                           _lift(a.mean, b.mean), float(a.n + b.n - 2))
-    # Welch-Satterthwaite degrees of freedom.
-    df = (va + vb) ** 2 / (va * va / (a.n - 1) + vb * vb / (b.n - 1))
+    # Welch-Satterthwaite degrees of freedom, on variances scaled by the larger one: the ratio
+    # is unchanged, but va * va no longer underflows to 0 for variances below ~1e-154.
+    scale = max(va, vb)
+    sa, sb = va / scale, vb / scale
+    df = (sa + sb) ** 2 / (sa * sa / (a.n - 1) + sb * sb / (b.n - 1))
     t = diff / se
     p = float(2 * _sp.t.sf(abs(t), df))
     tc = float(_sp.t.ppf(1 - alpha / 2, df))

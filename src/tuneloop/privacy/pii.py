@@ -28,7 +28,8 @@ DEFAULT_REPLACEMENTS: Mapping[str, str] = {
 
 _SECRET = re.compile(
     r"""(?P<bearer>(?i:bearer)\s+)[A-Za-z0-9._~+/=-]{16,}"""          # Authorization: Bearer <token>
-    r"""|(?P<assign>(?i:api[_-]?key|secret|token|passw(?:or)?d|pwd)["']?\s*[:=]\s*["']?)[^\s"',;]{8,}"""
+    r"""|(?P<assign>(?i:api[_-]?key|secret|token|passw(?:or)?d|pwd)["']?\s*[:=]\s*["']?)"""
+    r"""(?!\[(?:SECRET|EMAIL|IBAN|CARD|IP|PHONE)(?::[0-9a-f]+)?\](?![^\s"',;]))[^\s"',;]{8,}"""  # not our own token again
     r"""|\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"""                     # OpenAI / Anthropic style keys
     r"""|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"""                              # AWS access key ids
     r"""|\bgh[pousr]_[A-Za-z0-9]{30,}\b|\bgithub_pat_[A-Za-z0-9_]{22,}"""
@@ -86,6 +87,10 @@ def iban_valid(iban: str) -> bool:
         return False
 
 
+def _luhn_spaced(s: str) -> bool:
+    return luhn_valid(s.replace(" ", "").replace("-", ""))
+
+
 def _phone_ok(match: str) -> bool:
     digits = sum(c.isdigit() for c in match)
     if not 7 <= digits <= 15:
@@ -136,11 +141,11 @@ class Scrubber:
         if "secret" in self.kinds and self._may_hold_secret(text, digits):
             text = _SECRET.sub(lambda m: self._secret(m, counts), text)
         if "email" in self.kinds and "@" in text:
-            text = _EMAIL.sub(lambda m: self._count("email", counts), text)
+            text = _EMAIL.sub(lambda m: self._replace("email", m.group(0), counts), text)
         if "ip" in self.kinds and text.count(":") >= 2:
             text = _IPV6.sub(lambda m: self._ipv6(m, counts), text)
         if "iban" in self.kinds and digits >= 10 and _IBAN_GATE.search(text):
-            text = _IBAN.sub(lambda m: self._count("iban", counts) if iban_valid(m.group(0)) else m.group(0), text)
+            text = self._ibans(text, counts)
         if self._numbers and digits >= 4:   # an IPv4 has at least 4 digits, a phone 7, a card 13
             text = _NUMBER_SPAN.sub(lambda m: _NUMBERS.sub(lambda n: self._number(n, counts), m.group(0)), text)
         return ScrubResult(text, counts)
@@ -162,9 +167,34 @@ class Scrubber:
         counts[kind] = counts.get(kind, 0) + 1
         return self.replacements[kind]
 
+    def _replace(self, kind: str, value: str, counts: dict[str, int]) -> str:
+        """The token for one found ``value`` (a subclass may derive it from the value)."""
+        return self._count(kind, counts)
+
     def _secret(self, m: re.Match, counts: dict[str, int]) -> str:
         keep = m.group("bearer") or m.group("assign") or ""  # keep "Bearer " / "api_key=" for readability
-        return keep + self._count("secret", counts)
+        if m.group("assign") and m.group(0)[len(keep):] in self.replacements.values():
+            return m.group(0)  # a custom replacement token of ours, scrubbed already
+        return keep + self._replace("secret", m.group(0)[len(keep):], counts)
+
+    def _ibans(self, text: str, counts: dict[str, int]) -> str:
+        # _IBAN is greedy: "DE89 3704 0044 0532 0130 00 EUR" runs into the next word and the
+        # whole fails mod-97. Take the longest prefix ending at a space that passes instead,
+        # and look again right after it (another IBAN may follow).
+        out, pos = [], 0
+        while (m := _IBAN.search(text, pos)) is not None:
+            s = m.group(0)
+            size = _longest_valid_prefix(s, " ", iban_valid)
+            if size:
+                out.append(text[pos:m.start()] + self._replace("iban", s[:size], counts))
+                pos = m.start() + size
+            else:  # no IBAN starts here: skip the first word of the match, not all of it
+                cut = s.find(" ")
+                stop = m.start() + cut + 1 if cut > 0 else m.end()
+                out.append(text[pos:stop])
+                pos = stop
+        out.append(text[pos:])
+        return "".join(out)
 
     def _ipv6(self, m: re.Match, counts: dict[str, int]) -> str:
         s = m.group(0)
@@ -172,7 +202,7 @@ class Scrubber:
             ipaddress.IPv6Address(s)
         except ValueError:
             return s
-        return self._count("ip", counts)
+        return self._replace("ip", s, counts)
 
     def _number(self, m: re.Match, counts: dict[str, int]) -> str:
         kind = m.lastgroup
@@ -182,12 +212,29 @@ class Scrubber:
         if kind == "card":
             digits = s.replace(" ", "").replace("-", "")
             if luhn_valid(digits):
-                return self._count("card", counts)
+                return self._replace("card", s, counts)
             # Not a card: it may still be a phone number written with separators.
-            return self._count("phone", counts) if "phone" in self.kinds and _phone_ok(s) and len(digits) <= 15 else s
+            if "phone" in self.kinds and _phone_ok(s) and len(digits) <= 15:
+                return self._replace("phone", s, counts)
+            # Or a card followed by more digits ("4111 1111 1111 1111 12/26"): the pattern took
+            # up to 19 digits greedily; a prefix of 13+ digits ending at a separator may pass.
+            size = _longest_valid_prefix(s, " -", _luhn_spaced, whole=False)
+            return self._replace("card", s[:size], counts) + s[size:] if size else s
         if kind == "phone":
-            return self._count("phone", counts) if _phone_ok(s) else s
-        return self._count(kind, counts)
+            return self._replace("phone", s, counts) if _phone_ok(s) else s
+        return self._replace(kind, s, counts)
+
+
+def _longest_valid_prefix(s: str, separators: str, valid, *, whole: bool = True) -> int:
+    """Length of the longest ``s`` (if ``whole``) or ``s[:i]`` followed by a separator that is ``valid``; 0 if none.
+
+    >>> _longest_valid_prefix("4111 1111 1111 1111 12", " -", _luhn_spaced, whole=False)
+    19
+    """
+    for i in range(len(s) if whole else len(s) - 1, 0, -1):
+        if (i == len(s) or s[i] in separators) and s[i - 1] not in separators and valid(s[:i]):
+            return i
+    return 0
 
 
 _DEFAULT = Scrubber()
