@@ -35,7 +35,11 @@ from tuneloop.server.auth import SECURITY, requires
 
 __all__ = ["router", "RetrieveIn", "FeedbackIn", "DocumentIn", "DocumentsIn", "get_index"]
 
-router = APIRouter(prefix="/v1", tags=["retrieval"])
+# Every retrieval route may answer 404 (no such document, log or index) or 409 (no index is
+# serving yet); documented for clients and the schema fuzzer.
+_ERRORS = {404: {"description": "No such document, retrieval or index."},
+           409: {"description": "The index is not in a state that allows this."}}
+router = APIRouter(prefix="/v1", tags=["retrieval"], responses=_ERRORS)
 _Closed = ConfigDict(extra="forbid")
 _make_lock = threading.Lock()
 
