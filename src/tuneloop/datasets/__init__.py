@@ -7,8 +7,7 @@ Names load lazily (numpy and scipy come with the first use, not with ``import tu
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tuneloop._lazy import lazy_exports
 
 _EXPORTS = {
     "TrainingDataGenerator": "tuneloop.datasets.generator",
@@ -35,14 +34,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tuneloop.datasets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports('tuneloop.datasets', _EXPORTS, globals())

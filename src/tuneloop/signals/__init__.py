@@ -7,8 +7,7 @@ annotation sampling.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tuneloop._lazy import lazy_exports
 
 _EXPORTS = {
     "RewardWeights": "tuneloop.signals.rewards",
@@ -28,14 +27,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tuneloop.signals' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports('tuneloop.signals', _EXPORTS, globals())
