@@ -10,7 +10,7 @@ import sys
 import time
 
 BENCHES = {
-    "capture": ["--quick"], "http": [], "experiments": [], "datasets": [], "drift": [], "eval": [],
+    "capture": [], "http": [], "experiments": [], "datasets": [], "drift": [], "eval": [],
     "train": [], "dashboard": [], "load": [], "loop": [], "retrieval": [],
 }
 QUICK = {"capture": ["--quick"], "http": ["--quick"], "experiments": ["--quick"], "datasets": ["--rows", "100000"],
