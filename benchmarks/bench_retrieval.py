@@ -250,12 +250,30 @@ def phase_index(args: argparse.Namespace) -> dict[str, Any]:
     engines = {n: _summary(wall[n], cpu[n], rec[n]) for n in names}
     builds = {n: (round(s, 1) if s is not None else None) for n, (_, s) in built.items()}
     default = _wrapper_latency(x, q, truth, cache, args.threads)
-    return {"rows": args.rows, "dim": DIM, "queries": NQ, "k": 10, "hnsw": {"M": 16, "efConstruction": 128},
+    return {"choice": CHOICE, "rows": args.rows, "dim": DIM, "queries": NQ, "k": 10,
+            "hnsw": {"M": 16, "efConstruction": 128, "efSearch_default": 64},
             "build_seconds_threads": args.threads, "build_seconds": builds, "engines": engines,
             "default_through_EmbeddedIndex": default,
             "targets": {"p99_ms": 5.0, "recall@10": 0.95},
             "meets_targets_cpu_time": default["cpu_p99_ms"] <= 5.0 and default["recall@10"] >= 0.95,
             "meets_targets_wall_time": default["p99_ms"] <= 5.0 and default["recall@10"] >= 0.95}
+
+
+CHOICE = {
+    "default_engine": "usearch (f16 vectors), efSearch 64",
+    "why": [
+        "every HNSW engine meets recall@10 >= 0.95 and p99 <= 5 ms of query CPU at 100k x 384; hnswlib is "
+        "the fastest here (about 2x usearch per query, 2-3x per build), usearch f16 is 0.9995 recall at ~1 ms p99",
+        "the index must absorb a stream of updates and deletions: usearch removes natively; hnswlib only "
+        "tombstones (slots stay until reused) and needs explicit resizes; faiss HNSW cannot remove at all",
+        "f16 storage halves memory at no measurable recall cost; the standby index stays loaded for instant rollback",
+        "usearch ships wheels for every platform; hnswlib is source-only on PyPI (needs a C++ compiler)",
+        "usearch i8 loses recall (0.89); faiss IVF needs training and retraining as the corpus drifts; "
+        "sqlite-vec cannot load here (sqlite3 without extension loading) and is exact search; "
+        "LanceDB IVF-PQ is trained and rebuilt to absorb updates",
+    ],
+    "fallbacks": "auto order usearch -> hnswlib -> numpy exact (no dependency); engine='hnswlib' to prefer speed",
+}
 
 
 # ---------------------------------------------------------------- learning
@@ -285,12 +303,14 @@ def phase_learn(args: argparse.Namespace) -> dict[str, Any]:
                            "golden_queries": len(golden), "workdir": str(work)}
     DocumentStore(db).upsert(corpus.docs)
     register_base_retriever(db)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     base_build = reembed(db, "minilm-base", root=root, progress=True, num_threads=args.threads,
                          index_threads=args.threads, switch=True)
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    # docs per CPU-second: on a shared host the wall-clock rate mostly measures the other tenants.
     out["reembed"] = {"documents": base_build.done, "seconds": round(secs, 1),
-                      "docs_per_s": round(base_build.done / secs, 1), "torch_threads": args.threads}
+                      "docs_per_s": round(base_build.done / secs, 1), "cpu_seconds": round(cpu, 1),
+                      "docs_per_cpu_s": round(base_build.done / cpu, 1), "torch_threads": args.threads}
     print(f"re-embedded {base_build.done} docs in {secs:.0f} s", flush=True)
     add_golden(db, [{"query": q.text, "relevant": [q.doc_id]} for q in golden])
     index = RetrievalIndex(db, root=root)
@@ -299,10 +319,10 @@ def phase_learn(args: argparse.Namespace) -> dict[str, Any]:
     out["traffic"]["seconds"] = round(time.perf_counter() - t0, 1)
     cases = load_golden(db)
     before = evaluate_version(db, "minilm-base", cases)
-    cfg = RetrievalCycleConfig(output_dir=str(work / "runs"), index_root=str(root), hard_negatives=3,
+    cfg = RetrievalCycleConfig(output_dir=str(work / "runs"), index_root=str(root), hard_negatives=3, rerank_candidates=20,
                                num_threads=args.threads, show_progress=True, min_gain=0.0,
                                retriever={"epochs": 1, "batch_size": 32, "learning_rate": 5e-5},
-                               reranker={"max_steps": args.reranker_steps, "batch_size": 16, "learning_rate": 5e-5,
+                               reranker={"max_steps": args.reranker_steps, "batch_size": 16, "learning_rate": 1e-4,
                                          "max_length": 128})
     t0 = time.perf_counter()
     cycle = retrieval_cycle(db, cfg)
@@ -314,16 +334,15 @@ def phase_learn(args: argparse.Namespace) -> dict[str, Any]:
     out["retriever"] = {"before": before.summary(), "after": after.summary(), "mrr_gain": round(after.mrr - before.mrr, 4),
                         "p_value": gate.mrr_p_value, "promoted_version": champ}
     rr = cycle.get("reranker")
-    if rr is not None and rr.version_id:
-        plain = after
-        reranked = evaluate_version(db, champ, cases, reranker=rr.version_id)
-        base_reranked = evaluate_version(db, "minilm-base", cases, reranker=rr.version_id)
-        g = gate_versions(reranked, plain)
+    if rr is not None and rr.gate:
+        # The cycle's gate already scored "retriever champion + candidate reranker" against the
+        # retriever alone (no reranker champion yet) on the same golden queries.
+        g = rr.gate
         out["reranker"] = {"version": rr.version_id, "decision": rr.decision,
-                           "retriever_alone_ndcg@10": plain.ndcg10, "with_reranker_ndcg@10": reranked.ndcg10,
-                           "ndcg_gain": round(reranked.ndcg10 - plain.ndcg10, 4), "ndcg_p_value": g.ndcg_p_value,
-                           "mrr_with_reranker": reranked.mrr,
-                           "over_base_retriever": {"ndcg@10": base_reranked.ndcg10, "base_alone_ndcg@10": before.ndcg10}}
+                           "retriever_alone": g["champion"], "with_reranker": g["candidate"],
+                           "ndcg@10_gain": round(g["ndcg_gain"], 4), "ndcg_p_value": g["ndcg_p_value"],
+                           "mrr_gain": round(g["mrr_gain"], 4), "mrr_p_value": g["mrr_p_value"],
+                           "candidates_reranked": cfg.rerank_candidates}
     db.close()
     return out
 
@@ -344,9 +363,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", default="~/.cache/tuneloop-bench/retrieval", help="built indexes are kept here")
     ap.add_argument("--threads", type=int, default=2, help="threads for builds, embedding and training")
     ap.add_argument("--entities", type=int, default=1000, help="products in the learn corpus (x10 documents)")
-    ap.add_argument("--train-queries", type=int, default=3000, help="logged searches that feed training")
+    ap.add_argument("--train-queries", type=int, default=2000, help="logged searches that feed training")
     ap.add_argument("--golden-queries", type=int, default=1000, help="held-out queries in the golden set")
-    ap.add_argument("--reranker-steps", type=int, default=300, help="reranker optimizer steps")
+    ap.add_argument("--reranker-steps", type=int, default=200, help="reranker optimizer steps")
     ap.add_argument("--workdir", default=None, help="keep the learn phase's database and runs here")
     args = ap.parse_args(argv)
     if args.phase in ("index", "all"):

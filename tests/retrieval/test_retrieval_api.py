@@ -5,7 +5,6 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from tuneloop.retrieval import api
 from tuneloop.retrieval.search import RetrievalIndex
 from tuneloop.server.app import create_app
 from tuneloop.server.keys import create_key
@@ -17,7 +16,6 @@ from retrieval_helpers import DOCS
 @pytest.fixture
 def client(db, index_root, embedder):
     app = create_app(db=db)
-    app.include_router(api.router)  # what the server does (one line in create_app)
     app.state.retrieval_index = RetrievalIndex(db, embedder=embedder, root=index_root)
     with TestClient(app) as c:
         yield c

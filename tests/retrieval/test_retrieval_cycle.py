@@ -114,3 +114,23 @@ def test_reranker_training_changes_the_model_and_it_scores(tmp_path):
         s = rr.score(q.text, [by_id[q.doc_id], other["text"]])
         right += bool(s[0] > s[1])
     assert right / len(corpus.queries) >= 0.8
+
+
+def test_online_arms_are_logged_and_compared_by_click_through(db, index_root):
+    from tuneloop.retrieval.evaluation import click_through, compare_click_through
+    from tuneloop.retrieval.reembed import reembed
+    from tuneloop.retrieval.search import RetrievalIndex
+
+    corpus = _setup_corpus(db, n_entities=20)
+    index = RetrievalIndex(db, embedder="hashing-512", root=index_root)
+    reembed(db, "hashing-8", root=index_root, progress=False)  # a ready challenger, not serving
+    for i, q in enumerate(corpus.queries[:120]):
+        arm = "hashing-8" if i % 2 else None  # half the users get the challenger
+        res = index.search(q.text, 10, version=arm)
+        hit = q.doc_id in res.ids
+        index.feedback(res.retrieval_id, clicked=[q.doc_id] if hit else [], skipped=[] if hit else res.ids[:2])
+    ct = click_through(db)
+    assert set(ct) == {"hashing-512", "hashing-8"} and ct["hashing-512"]["searches"] == 60
+    assert ct["hashing-512"]["mrr"] > ct["hashing-8"]["mrr"]
+    cmp = compare_click_through(db, "hashing-512", "hashing-8")
+    assert cmp["diff"] < 0 and cmp["p_value"] < 0.05

@@ -140,3 +140,20 @@ def test_missing_llamafactory_cli_is_a_failed_run(db, data_dir, tmp_path):
         _runner(db).run(trainer, data_dir / "dpo.jsonl", tmp_path / "lf", "ext/model", TRLConfig(method="dpo"))
     assert (tmp_path / "lf" / "llamafactory.yaml").exists()
     assert _runs(db)[0]["status"] == "failed"
+
+
+def test_metrics_are_stored_as_json_both_databases_accept(db, data_dir, tmp_path):
+    from tuneloop.train.runner import jsonable
+
+    assert jsonable({"a": float("nan"), "b": [1.0, float("inf")], "c": (1, "x")}) == {"a": None, "b": [1.0, None],
+                                                                                     "c": [1, "x"]}
+
+    def nan_metrics(data_path, output_dir):
+        model = tmp_path / "m.pth"
+        model.write_text("w")
+        return {"model_path": str(model), "metrics": {"eval_loss": float("nan"), "loss": 0.5}}
+
+    result = _runner(db).run(CallableTrainer(nan_metrics), data_dir / "sft.jsonl", tmp_path / "nan", None)
+    row = _runs(db)[0]
+    assert row["status"] == "succeeded" and row["metrics"]["eval_loss"] is None and row["metrics"]["loss"] == 0.5
+    assert result.run_id == row["id"]

@@ -261,23 +261,41 @@ def _record_eval(db: Database, cand: VersionEval, champ: VersionEval | None, gat
 
 
 # ---------------------------------------------------------------- retriever
+def _triplet_rows(triplets_path: str, relevance_path: str | None) -> list[dict[str, Any]]:
+    """Logged triplets, plus (query, positive) pairs that have no logged negative.
+
+    The triplets builder needs a skipped document per positive, so a search whose first
+    result was the one used gives none; its positive still teaches, with negatives mined
+    from the index (the reranker builder keeps those positives).
+    """
+    rows = _read_jsonl(triplets_path)
+    have = {(r["query"], r["positive"]) for r in rows}
+    for r in _read_jsonl(relevance_path) if relevance_path else []:
+        if float(r["score"]) > 0 and (r["query"], r["doc"]) not in have:
+            have.add((r["query"], r["doc"]))
+            rows.append({"query": r["query"], "positive": r["doc"]})
+    return rows
+
+
 def _retriever_cycle(db: Database, cfg: RetrievalCycleConfig, champ: Any, golden: list) -> ComponentResult:
     from tuneloop.train.retriever import RetrieverTrainer
 
     run_dir = Path(cfg.output_dir).expanduser() / f"retriever-{new_id()[-12:]}"
     ds = _dataset(db, "triplets", run_dir / "triplets.jsonl", cfg)
-    if ds.final_count < cfg.min_triplets:
-        return ComponentResult("retriever", "skipped", f"{ds.final_count} triplets < min_triplets {cfg.min_triplets}",
+    pairs_ds = _dataset(db, "reranker", run_dir / "relevance.jsonl", cfg)
+    rows = _triplet_rows(ds.path, pairs_ds.path if pairs_ds.final_count else None)
+    if len(rows) < cfg.min_triplets:
+        return ComponentResult("retriever", "skipped", f"{len(rows)} triplets < min_triplets {cfg.min_triplets}",
                                dataset_id=ds.dataset_id)
-    rows = mine_hard_negatives(db, champ.id, _read_jsonl(ds.path), per_row=cfg.hard_negatives,
-                               skip_top=cfg.mine_skip_top)
+    rows = mine_hard_negatives(db, champ.id, rows, per_row=cfg.hard_negatives, skip_top=cfg.mine_skip_top)
     data = _write_jsonl(run_dir / "triplets.mined.jsonl", rows)
     result = _train(db, RetrieverTrainer(cfg.retriever), data, run_dir / "train", champ.model_path, ds.dataset_id, cfg)
     version = _registry(db).register(
         f"retriever-{new_id()[-12:]}", kind="retriever", backend="local", base_model=BASE_RETRIEVER,
         model_path=result.model_path, parent_id=champ.id, dataset_id=ds.dataset_id, train_run_id=result.run_id,
         metrics=result.metrics, lineage={"parent": champ.id, "dataset_id": ds.dataset_id, "train_run_id": result.run_id,
-                                         "triplets": len(rows), "mined_negatives_per_row": cfg.hard_negatives,
+                                         "relevance_dataset_id": pairs_ds.dataset_id, "triplets": len(rows),
+                                         "mined_negatives_per_row": cfg.hard_negatives,
                                          "base_model": champ.model_path or BASE_RETRIEVER})
     build = reembed(db, version.id, root=cfg.index_root, engine=cfg.engine, progress=cfg.show_progress,
                     num_threads=cfg.num_threads, max_docs_per_s=cfg.max_docs_per_s)

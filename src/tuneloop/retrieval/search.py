@@ -138,11 +138,12 @@ class RetrievalIndex:
             if not build.path or not EmbeddedIndex.exists(build.path):
                 raise StoreError(f"index build {build.id} ({build.embedder_version}) has no snapshot at "
                                  f"{build.path}; rebuild it with `tuneloop docs reembed`", build_id=build.id)
-            embedder = self._pinned if self._pinned is not None else load_embedder(self.db, build.embedder_version)
+            pinned = self._pinned is not None and version_name(self._pinned) == build.embedder_version
+            embedder = self._pinned if pinned else load_embedder(self.db, build.embedder_version)
             served = _Served(build, EmbeddedIndex.load(build.path), embedder)
         served.build = build
         self._loaded[build.id] = served
-        while len(self._loaded) > 2:  # the serving build and the one a rollback returns to
+        while len(self._loaded) > 3:  # serving, the one a rollback returns to, an online challenger
             self._loaded.pop(next(iter(self._loaded))).index.flush()
         return served
 
@@ -156,6 +157,22 @@ class RetrievalIndex:
             catch_up(self.db, served.index, served.embedder)
             self._active, self._checked_at = build.id, time.monotonic()
             self._maybe_save(served)
+            return served
+
+    def _version(self, version: str) -> _Served:
+        """A ready (not necessarily serving) build of ``version``: an online test's challenger arm."""
+        name = version_name(load_embedder(self.db, version))
+        with self._lock:
+            loaded = next((s for s in self._loaded.values() if s.build.embedder_version == name), None)
+            if loaded is not None and time.monotonic() - loaded.__dict__.get("checked", 0.0) < self.refresh_s:
+                return loaded
+            build = B.find_build(self.db, name)
+            if build is None:
+                raise ConflictError(f"no ready index for {version!r}: re-embed the corpus first",
+                                    embedder_version=version)
+            served = self._load(build)
+            catch_up(self.db, served.index, served.embedder)
+            served.__dict__["checked"] = time.monotonic()
             return served
 
     def refresh(self) -> B.IndexBuild:
@@ -241,16 +258,18 @@ class RetrievalIndex:
     # ------------------------------------------------------------ search
     def search(self, query: str, k: int = 10, *, interaction_id: str | None = None, rerank: bool | None = None,
                candidates: int | None = None, filter: Mapping[str, Any] | None = None,
-               log: bool | None = None) -> RetrievalResult:
+               log: bool | None = None, version: str | None = None) -> RetrievalResult:
         """The ``k`` documents nearest to ``query``, best first, logged against ``interaction_id``.
 
         ``rerank`` (default: when a reranker is set) rescores ``candidates`` (default
         ``rerank_candidates``) retrieved documents with the cross-encoder. ``filter`` keeps
-        documents whose ``meta`` has every given key/value.
+        documents whose ``meta`` has every given key/value. ``version`` searches another
+        retriever version's ready index instead of the serving one (an online test's arm;
+        the log records which version answered, for :func:`~.evaluation.click_through`).
         """
         t0 = time.perf_counter()
         _check_query(query, k)
-        served = self._serve()
+        served = self._serve() if version is None else self._version(version)
         reranker = self._reranker(rerank)
         want = max(k, candidates or (self.rerank_candidates if reranker is not None else k))
         pool = self._candidates(served, query, want, filter)

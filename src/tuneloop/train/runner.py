@@ -3,7 +3,8 @@
     pending -> running -> succeeded | failed
 
 The child is ``python -m tuneloop.train.worker --spec <output_dir>/spec.json``. Its output
-goes to ``<output_dir>/train.log``; its progress events drive a progress bar here. A crash
+goes to ``<output_dir>/train.log``; its progress events drive a progress bar here and, every
+few seconds, ``train_runs.metrics = {"progress": {step, total, loss}}`` for dashboards. A crash
 (non-zero exit, a signal, a timeout, no model on disk) is recorded as ``failed`` with the
 reason and the log's tail, and raises :class:`~tuneloop.errors.TrainingError`: a failed run
 never returns a model.
@@ -16,6 +17,7 @@ never returns a model.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -34,18 +36,34 @@ from tuneloop.ids import new_id, now
 from tuneloop.train.base import EVENT_PREFIX, Trainer, TrainResult, config_to_dict
 
 
+def jsonable(value: Any) -> Any:
+    """Metrics as JSON both databases accept: NaN/inf become None (PostgreSQL's JSON rejects NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
+
+
 class _Bar:
     """A tqdm step bar fed by progress events (quiet when ``show`` is False)."""
 
-    def __init__(self, show: bool, desc: str) -> None:
+    def __init__(self, show: bool, desc: str, on_progress: Any = None) -> None:
         self.bar = None
         if show:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=None, desc=desc, unit="step", dynamic_ncols=True)
         self.last_log: dict[str, Any] = {}
+        self.on_progress = on_progress  # called with (step, total, last loss)
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "progress" and self.on_progress is not None:
+            self.on_progress(event.get("step"), event.get("total"), self.last_log.get("loss"))
         if event.get("event") == "log":
             self.last_log = event
             if self.bar is not None and "loss" in event:
@@ -113,7 +131,7 @@ class TrainingRunner:
             if spec is None:
                 result = self._run_inprocess(trainer, dataset_path, out, base_model, cfg or config, log_path)
             else:
-                result = self._run_subprocess(spec, dataset_path, out, base_model, cfg, log_path, trainer)
+                result = self._run_subprocess(spec, dataset_path, out, base_model, cfg, log_path, trainer, run_id)
             result.require_artifact()
         except TrainingError as exc:
             raise self._fail(run_id, exc.message, log_path) from exc
@@ -124,8 +142,7 @@ class TrainingRunner:
             raise self._fail(run_id, f"{type(exc).__name__}: {exc}", log_path) from exc
         result = TrainResult(adapter_path=result.adapter_path, model_path=result.model_path,
                              metrics=result.metrics, log_path=str(log_path), output_dir=str(out), run_id=run_id)
-        self._record(run_id, status="succeeded", metrics=json.loads(json.dumps(result.metrics, default=str)),
-                     ended_at=now())
+        self._record(run_id, status="succeeded", metrics=jsonable(result.metrics), ended_at=now())
         return result
 
     def _child_env(self) -> dict[str, str]:
@@ -136,8 +153,24 @@ class TrainingRunner:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
         return env
 
+    def _progress_recorder(self, run_id: str, every_s: float = 5.0):
+        """Write ``{"progress": {step, total, loss}}`` into the run's metrics at most every ``every_s``."""
+        last = [0.0]
+
+        def record(step: Any, total: Any, loss: Any) -> None:
+            t = time.monotonic()
+            if self.db is None or (t - last[0] < every_s and step != total):
+                return
+            last[0] = t
+            try:
+                self._record(run_id, metrics={"progress": {"step": step, "total": total, "loss": loss}})
+            except Exception:  # noqa: BLE001 - progress is best effort; the final write is not
+                pass
+
+        return record
+
     def _run_subprocess(self, trainer_spec: dict[str, Any], dataset_path, out: Path, base_model, cfg: dict,
-                        log_path: Path, trainer: Trainer) -> TrainResult:
+                        log_path: Path, trainer: Trainer, run_id: str) -> TrainResult:
         result_path = out / "result.json"
         result_path.unlink(missing_ok=True)
         spec = {"trainer": trainer_spec, "dataset_path": str(Path(dataset_path).expanduser().resolve()),
@@ -146,7 +179,7 @@ class TrainingRunner:
         spec_path = out / "spec.json"
         spec_path.write_text(json.dumps(spec, indent=2, default=str))
         cmd = [self.python, "-m", "tuneloop.train.worker", "--spec", str(spec_path)]
-        bar = _Bar(self.show_progress, f"train {trainer.name}:{trainer.method}")
+        bar = _Bar(self.show_progress, f"train {trainer.name}:{trainer.method}", self._progress_recorder(run_id))
         tail: deque[str] = deque(maxlen=self.log_tail_lines)
         started = time.monotonic()
         with open(log_path, "a", encoding="utf-8") as log:

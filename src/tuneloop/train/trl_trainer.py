@@ -113,9 +113,9 @@ def trl_args(cfg: TRLConfig, checkpoint_dir: str, *, device: str, has_eval: bool
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        max_length=cfg.max_length, seed=cfg.seed, data_seed=cfg.seed, bf16=bf16, fp16=False,
+        max_length=cfg.max_length, seed=cfg.seed, bf16=bf16, fp16=False,
         use_cpu=not on_gpu, gradient_checkpointing=cfg.gradient_checkpointing, report_to="none",
-        logging_steps=cfg.logging_steps, logging_first_step=True, disable_tqdm=quiet,
+        logging_steps=cfg.logging_steps, disable_tqdm=quiet,
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if (has_eval and cfg.eval_steps) else "no", eval_steps=cfg.eval_steps or None,
@@ -231,13 +231,15 @@ class TRLTrainer:
                         quiet=bool(progress) if quiet is None else quiet)
         trainer = self._trainer(cfg, model, tokenizer, args, train, val, progress)
         last = get_last_checkpoint(str(ckpt_dir)) if (cfg.resume and ckpt_dir.is_dir()) else None
+        cpu0 = time.process_time()
         train_output = trainer.train(resume_from_checkpoint=last)         # 4) train
+        train_cpu_s = time.process_time() - cpu0
         eval_loss = trainer.evaluate().get("eval_loss") if val is not None else None
         artifact = out / ("adapter" if cfg.use_lora else "model")         # 5) save and report
         trainer.save_model(str(artifact))
         tokenizer.save_pretrained(str(artifact))
         metrics = collect_metrics(trainer, train_output, time.perf_counter() - started, eval_loss)
-        metrics.update(method=cfg.method, base_model=str(base_path), resumed_from=last)
+        metrics.update(method=cfg.method, base_model=str(base_path), resumed_from=last, train_cpu_s=train_cpu_s)
         if metrics["train_loss_last"] is not None and metrics["train_loss_last"] != metrics["train_loss_last"]:
             raise TrainingError(f"training diverged: loss is NaN after {metrics['steps']} steps")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
