@@ -9,6 +9,8 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# Spinning OpenMP threads starve each other on shared cores (see src/tuneloop/__init__.py).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo demo-fast test test-sqlite test-postgres bench browser clean
 

@@ -4,6 +4,7 @@
     python -m benchmarks.bench_train --quick          # fewer steps, one repeat
     python -m benchmarks.bench_train --only throughput   # tokens/s only (keeps the demos' last results)
     python -m benchmarks.bench_train --only demos        # the demonstrations only
+    python -m benchmarks.bench_train --only one-word     # the one-word demonstration only
 
 1. **Throughput**: SFT and DPO (``["sigmoid", "sft"]``) tokens/s through
    :class:`tuneloop.train.trl_trainer.TRLTrainer` vs a plain TRL script with identical settings
@@ -12,9 +13,12 @@
    so a noisy neighbour on the shared CPU hits both sides alike. Overhead target: < 5%.
 2. **The one-word demonstration** (issue 6 item 5): the base model answers "What is the capital
    of X? Answer with one word." with a sentence, so it fails the golden ``capitals`` suite.
-   SFT rows and DPO pairs are built from its own sampled answers on *other* countries (no golden
-   leak), a LoRA challenger is trained through the subprocess runner for a few minutes, and
-   both are evaluated on the golden suite; the gate (McNemar against the champion) decides.
+   SFT rows and DPO pairs are built from its own answers (greedy + sampled, kept where the
+   content is right) on *other* countries (no golden leak), a LoRA challenger is trained through
+   the subprocess runner for a few minutes, and both are evaluated on the golden suite; the gate
+   (threshold = 0.8 x the base model's knowledge ceiling, McNemar against the champion) decides.
+   Measured: the challenger beats the champion (0% -> 40%, p < 0.001) but stays below that bar:
+   trained to say the bare city, the 135M model loses facts it only retrieves inside a sentence.
 3. **Retriever**: all-MiniLM-L6-v2 fine-tuned on (query, positive, hard negative) triplets with
    in-batch negatives; MRR on held-out queries (products never seen in training) before/after.
 """
@@ -170,13 +174,17 @@ def bench_runner_startup(data: Path, base: Path, work: Path, steps: int) -> dict
             "tokens_per_s": round(res.metrics["tokens_per_s"], 2)}
 
 
-def demo_one_word(base: Path, work: Path, steps: int = 40, lr: float = 2e-4, threshold: float = 0.3) -> dict[str, Any]:
+def demo_one_word(base: Path, work: Path, steps: int = 40, lr: float = 2e-4, samples: int = 2,
+                  share_of_known: float = 0.8, target_modules: Any = "all-linear") -> dict[str, Any]:
     """Base weak on one-word answers -> LoRA SFT on its own answers, fixed -> golden pass rate up, gate.
 
-    ``threshold`` is the gate's minimum pass rate for this demo. The 135M model knows ~87% of the
-    golden capitals inside a sentence but loses many when it must start with the name itself, so
-    a few minutes of CPU training reach ~35-40% strict one-word accuracy, not the 0.85 a
-    production gate would ask for; the gate's paired test against the champion still applies.
+    The gate's threshold is not a constant picked after the fact: it is ``share_of_known`` (fixed
+    at 0.8 before any run) times the base model's *knowledge ceiling* on the golden set, the share
+    of golden questions whose right capital appears anywhere in the champion's own answer. A
+    format fine-tune cannot teach facts the model lacks, so "says in one word at least 80% of
+    what it knows" is the bar; it is computed from the champion's answers before training.
+    Measured (train.json): 0% -> 40% (12 gained, 0 lost, p = 0.0005) against a bar of 0.69, so
+    the gate fails; lr 5e-4 on attention only gave 30%, lr 1e-3 on all linear layers 17%.
     """
     from tuneloop.evaluate import evaluate, get_suite
     from tuneloop.evaluate.gate import gate
@@ -184,52 +192,70 @@ def demo_one_word(base: Path, work: Path, steps: int = 40, lr: float = 2e-4, thr
     from tuneloop.train.runner import TrainingRunner
     from tuneloop.train.trl_trainer import TRLConfig, TRLTrainer
 
+    c0 = time.process_time()
     pool = LocalModelPool()
     champion = pool.backend(base, max_new_tokens=16, name="champion")
     golden = get_suite("capitals").load()
     t0 = time.perf_counter()
     base_eval = evaluate(champion, golden, batch_size=8, progress=False)
     eval_s = time.perf_counter() - t0
-    # 1) the model's own answers on training countries: a few sampled, one greedy
+    # 1) the knowledge ceiling, and from it the gate's threshold (before any training)
+    known_golden = sum(str(e.expected).lower() in r.output.lower() for e, r in zip(golden, base_eval.results))
+    ceiling = known_golden / max(1, base_eval.n)
+    threshold = round(share_of_known * ceiling, 4)
+    # 2) the model's own answers on training countries (none in the golden set): greedy + sampled
     convs = [[{"role": "user", "content": QUESTION.format(c)}] for c, _ in TRAIN_CAPITALS]
-    own = [c.text for c in champion.chat_batch(convs, max_tokens=32)]
-    sampled = [c.text for c in champion.chat_batch(convs, max_tokens=32, temperature=0.8, seed=1)]
-    correct_content = sum(a.lower() in o.lower() for (_, a), o in zip(TRAIN_CAPITALS, own))
-    golden_content = sum(str(e.expected).lower() in r.output.lower() for e, r in zip(golden, base_eval.results))
-    # 2) Keep the questions the model already answers right in a sentence (rejection sampling,
-    #    as in STaR): training it to state facts it does not know would teach it to make them up.
-    #    SFT rows: the capital the user wanted, as one word; DPO pairs: that vs its own sentence.
-    known = [(conv, a, {o1, o2}) for conv, (_, a), o1, o2 in zip(convs, TRAIN_CAPITALS, own, sampled)
-             if a.lower() in o1.lower() or a.lower() in o2.lower()]
-    # Prompt/completion rows: TRL puts the loss on the answer only, so the question (and the
-    # template's default system prompt) is not trained on and the model keeps what it knows.
-    sft = [{"prompt": conv, "completion": [{"role": "assistant", "content": a}]} for conv, a, _ in known]
-    dpo = [{"prompt": conv, "chosen": [{"role": "assistant", "content": a}],
-            "rejected": [{"role": "assistant", "content": o}]} for conv, a, outs in known for o in outs if o.strip() != a]
-    sft_path, dpo_path = _jsonl(work / "demo_sft.jsonl", sft), _jsonl(work / "demo_dpo.jsonl", dpo)
-    # 3) train the challenger through the subprocess runner (the production path)
-    cfg = TRLConfig(method="sft", max_steps=steps, batch_size=4, learning_rate=lr, lora_r=16, lora_alpha=32)
+    answers = [[c.text for c in champion.chat_batch(convs, max_tokens=24)]]
+    answers += [[c.text for c in champion.chat_batch(convs, max_tokens=24, temperature=0.8, seed=s + 1)]
+                for s in range(samples)]
+    per_q = list(zip(*answers))
+    # 3) Rejection sampling (as in STaR): one SFT row per own answer whose content is right, so a
+    #    capital the model states every time weighs more than one it hit once, and one it never
+    #    states is not trained (teaching facts it lacks would teach it to make them up). The row
+    #    is the bare city the user asked for; prompt/completion rows put the loss on it alone.
+    sft, dpo = [], []
+    for conv, (_, city), outs in zip(convs, TRAIN_CAPITALS, per_q):
+        right = [o for o in outs if city.lower() in o.lower()]
+        sft += [{"prompt": conv, "completion": [{"role": "assistant", "content": city}]}] * len(right)
+        dpo += [{"prompt": conv, "chosen": [{"role": "assistant", "content": city}],
+                 "rejected": [{"role": "assistant", "content": o}]} for o in sorted(set(right)) if o.strip() != city]
+    sft_path = _jsonl(work / "demo_sft.jsonl", sft)
+    _jsonl(work / "demo_dpo.jsonl", dpo)  # built for the record; this demo trains SFT only
+    # 4) train the challenger through the subprocess runner (the production path)
+    cfg = TRLConfig(method="sft", max_steps=steps, batch_size=4, learning_rate=lr, lora_r=16, lora_alpha=32,
+                    target_modules=target_modules)
     t1 = time.perf_counter()
     runner = TrainingRunner(None, show_progress=True, num_threads=int(os.environ.get("TUNELOOP_BENCH_THREADS", 1)))
     result = runner.run(TRLTrainer(cfg), sft_path, work / "demo_run", str(base))
     train_s = time.perf_counter() - t1
-    # 4) golden set: challenger vs champion, and the gate
+    # 5) golden set: challenger vs champion, and the gate
     challenger = pool.backend(base, result.adapter_path, max_new_tokens=16, name="challenger")
     cand_eval = evaluate(challenger, golden, batch_size=8, progress=False)
     decision = gate(cand_eval, base_eval, threshold=threshold)
-    examples = [{"prompt": e.prompt if hasattr(e, "prompt") else None, "champion": b.output, "challenger": c.output}
-                for e, b, c in list(zip(golden, base_eval.results, cand_eval.results))[:5]]
+    paired = decision.paired
+    rows = list(zip(golden, base_eval.results, cand_eval.results))
     return {
         "golden_suite": "capitals", "golden_n": base_eval.n,
-        "champion_answers_containing_the_capital": golden_content / max(1, base_eval.n),
+        "knowledge_ceiling": {"champion_answers_containing_the_capital": known_golden, "share": round(ceiling, 4),
+                              "share_of_known_required": share_of_known, "threshold": threshold},
         "champion_pass_rate": base_eval.pass_rate, "challenger_pass_rate": cand_eval.pass_rate,
+        "challenger_share_of_known": round(cand_eval.pass_rate / ceiling, 4) if ceiling else None,
         "gate": {"threshold": threshold, "passed": decision.passed, "p_value": decision.p_value,
+                 "gained": paired.improvements if paired else None, "lost": paired.regressions if paired else None,
                  "reasons": list(decision.reasons)},
-        "train": {"questions": len(convs), "rows_kept_known": len(sft), "dpo_pairs_built": len(dpo), "steps": steps, "learning_rate": lr,
-                  "seconds": round(train_s, 1), "train_loss_first": result.metrics["train_loss_first"],
+        "train": {"questions": len(convs), "answers_per_question": 1 + samples,
+                  "questions_with_a_right_answer": sum(any(c.lower() in o.lower() for o in outs)
+                                                       for (_, c), outs in zip(TRAIN_CAPITALS, per_q)),
+                  "sft_rows": len(sft), "dpo_pairs_built": len(dpo), "steps": steps, "batch_size": 4,
+                  "learning_rate": lr, "target_modules": target_modules, "seconds": round(train_s, 1),
+                  "cpu_seconds_runner_process": round(result.metrics.get("train_cpu_s", float("nan")), 1),
+                  "train_loss_first": result.metrics["train_loss_first"],
                   "train_loss_last": result.metrics["train_loss_last"]},
-        "own_answers": {"greedy_contains_capital": correct_content, "n": len(own), "sample": own[:3]},
-        "eval_seconds_per_model": round(eval_s, 1), "examples": examples,
+        "own_answers_sample": [list(x) for x in per_q[:2]],
+        "eval_seconds_per_model": round(eval_s, 1), "cpu_seconds_parent_process": round(time.process_time() - c0, 1),
+        "failures": [{"expected": e.expected, "champion": b.output, "challenger": c.output}
+                     for e, b, c in rows if not c.passed],
+        "examples": [{"prompt": e.prompt, "champion": b.output, "challenger": c.output} for e, b, c in rows[:5]],
     }
 
 
@@ -305,9 +331,10 @@ def run(quick: bool = False, skip_demo: bool = False, data_dir: str | None = Non
             results["dpo"] = stamp | bench_throughput("dpo", data["dpo"], base, work, 3 if quick else 6, repeats)
             if not quick:
                 results["runner"] = stamp | bench_runner_startup(data["sft"], base, work, 4)
-        if only in (None, "demos") and not skip_demo:
+        if only in (None, "demos", "one-word") and not skip_demo:
             print("one-word demonstration: base vs LoRA SFT challenger on the golden capitals suite", flush=True)
             results["one_word_demo"] = stamp | demo_one_word(base, work, steps=16 if quick else 40)
+        if only in (None, "demos") and not skip_demo:
             print("retriever demonstration: all-MiniLM-L6-v2 on triplets, MRR on held-out queries", flush=True)
             results["retriever_demo"] = stamp | demo_retriever(work, steps=15 if quick else 40)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -322,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int)
     ap.add_argument("--data-dir", help="where the converted SmolLM2 folder is cached")
     ap.add_argument("--threads", type=int, help="torch threads (default: CPU count, at most 4)")
-    ap.add_argument("--only", choices=("throughput", "demos"), help="run one part, keep the other's results")
+    ap.add_argument("--only", choices=("throughput", "demos", "one-word"), help="run one part, keep the other's results")
     ns = ap.parse_args(argv)
     res = run(quick=ns.quick, skip_demo=ns.skip_demo, data_dir=ns.data_dir, repeats=ns.repeats, threads=ns.threads,
               only=ns.only)
@@ -333,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         d = res["one_word_demo"]
         summary["one_word"] = {"champion": d["champion_pass_rate"], "challenger": d["challenger_pass_rate"],
                                "gate_passed": d["gate"]["passed"]}
+        summary["one_word"] |= {"threshold": d["gate"]["threshold"], "p_value": d["gate"]["p_value"]}
+    if "retriever_demo" in res:
         summary["retriever_mrr"] = {k: res["retriever_demo"][k] for k in ("mrr_before", "mrr_after")}
     print(json.dumps(summary, indent=2))
     return 0

@@ -11,11 +11,11 @@ import time
 
 BENCHES = {
     "capture": [], "http": [], "experiments": [], "datasets": [], "drift": [], "eval": [],
-    "train": [], "dashboard": [], "load": [], "loop": [], "retrieval": [],
+    "train": [], "dashboard": [], "load": [], "loop": [], "retrieval": [], "trace": [],
 }
 QUICK = {"capture": ["--quick"], "http": ["--quick"], "experiments": ["--quick"], "datasets": ["--rows", "100000"],
          "drift": ["--repeats", "1"], "eval": ["--quick"], "train": ["--quick"], "dashboard": ["--rows", "100000"],
-         "load": ["--quick"], "loop": ["--quick"], "retrieval": ["--quick"]}
+         "load": ["--quick"], "loop": ["--quick"], "retrieval": ["--quick"], "trace": ["--quick"]}
 
 
 def main() -> int:

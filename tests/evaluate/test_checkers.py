@@ -56,6 +56,13 @@ def test_contains():
     assert not check("contains", "PARIS", "paris", {"ignore_case": False}).passed
 
 
+def test_contains_with_max_words_wants_it_briefly():
+    assert check("contains", "The capital of France is Paris.", "Paris", {"max_words": 8}).passed
+    long = check("contains", "Paris is the capital and largest city of France, on the Seine.", "Paris", {"max_words": 8})
+    assert not long.passed and "max_words 8" in long.detail
+    assert not check("contains", "Lyon.", "Paris", {"max_words": 8}).passed
+
+
 def test_regex():
     assert check("regex", "Order #12345 confirmed", None, {"pattern": r"#\d{5}\b"}).passed
     assert not check("regex", "Order 12345", None, {"pattern": r"#\d{5}"}).passed

@@ -65,6 +65,20 @@ def test_equal_challenger_is_never_promoted_across_many_looks(db, reg, traffic):
     assert reg.champion().id == "v1"
 
 
+def test_max_samples_ends_an_undecided_experiment_keeping_the_champion(db, reg, traffic):
+    ab = ABTestManager(db, ABTestConfig(**{**FAST, "min_improvement_threshold": 0.0, "max_samples_per_version": 300}))
+    exp = ab.deploy_challenger("v2", salt="test-salt")
+    traffic.run(300, {"v1": 0.5, "v2": 0.5})
+    assert ab.auto_promote_if_ready() is False and records.get(db, exp.id).status == "running"  # < 300 per arm yet
+    traffic.run(500, {"v1": 0.5, "v2": 0.5})
+    assert ab.auto_promote_if_ready() is False
+    row = records.get(db, exp.id)
+    assert row.status == "stopped" and "inconclusive after 300" in row.decision["reason"]
+    assert reg.champion().id == "v1"
+    with pytest.raises(ValidationError, match="max_samples_per_version"):
+        ABTestConfig(min_samples_per_version=100, max_samples_per_version=50)
+
+
 def test_guardrail_breach_rolls_back_even_when_feedback_is_better(db, reg, traffic):
     ab = ABTestManager(db, ABTestConfig(**FAST))
     exp = ab.deploy_challenger("v2", salt="test-salt")

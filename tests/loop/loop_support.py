@@ -92,3 +92,12 @@ def synthesize_ab(db: Database, control_rate: float = 0.2, treatment_rate: float
         conn.execute(schema.interactions.insert(), rows)
         conn.execute(schema.feedback.insert(), fb)
     return True
+
+
+def follows_instruction(messages) -> str:
+    """A scripted champion that obeys one instruction: with "number only" in its system prompt it
+    answers sums with the bare number, otherwise with a sentence (``script_ref`` of test versions)."""
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    q = messages[-1]["content"]
+    total = sum(int(x) for x in q.rstrip("=").split("+")) if "+" in q else 0
+    return str(total) if "number only" in system else f"The answer is {total}."

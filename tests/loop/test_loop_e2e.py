@@ -91,6 +91,9 @@ def test_killed_at_every_step_resumes_without_repeating_work(base, db_url, tmp_p
     run = db.fetch_one(sa.select(lr))
     assert run["state"] == "promoted" and run["decision"] == "promoted"
     assert set(run["details"]["timings"]) >= {"build_dataset", "train", "register", "gate", "start_experiment", "decide"}
+    cost = run["details"]["cost"]  # recorded when the cycle ended: compute per stage, the lift it bought
+    assert cost["compute_seconds"] >= run["details"]["timings"]["train"] > 0
+    assert cost["quality"]["source"] == "experiment:positive_feedback_rate" and cost["quality"]["bought"] > 0
 
 
 def test_challenger_trained_on_inverted_preferences_is_never_promoted(base, db_url, tmp_path):

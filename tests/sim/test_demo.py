@@ -34,8 +34,11 @@ def test_report_compares_first_and_last_champion():
               RoundStats(2, 2.0, 100, 50, {"v1": [50, 100]}, "v1", None)]
     cycles = _per_cycle(rounds)
     assert [c["champion"] for c in cycles] == ["v0", "v1"]
-    lift = _lift_test(cycles)
+    lift = _lift_test({"v0": [5, 100], "v1": [50, 100]}, "v0", "v1")
     assert lift["significant"] and lift["difference"] == pytest.approx(0.45)
+    # promoted in the last round: its answers in the challenger's arm still count
+    assert _lift_test({"v0": [40, 100], "v2": [30, 40]}, "v0", "v2")["n_to"] == 40
+    assert _lift_test({"v0": [5, 100]}, "v0", "v0") is None and _lift_test({"v0": [5, 100]}, "v0", None) is None
 
 
 @pytest.mark.slow
@@ -53,5 +56,10 @@ def test_fast_demo_improves_satisfaction_significantly(tmp_path):
     report = json.loads((tmp_path / "fast" / "report.json").read_text())
     assert report["lift"]["significant"] and report["lift"]["rate_to"] > report["lift"]["rate_from"]
     assert any(d["state"] == "promoted" for d in report["decisions"])
+    # the cheapest lever first: a prompt challenger wins, then (no candidate prompt left) a fine-tuned one
+    won = [(d["lever"], d["version"]) for d in report["decisions"] if d["state"] == "promoted"]
+    assert won[0][0] == "prompt" and ("adapter", won[-1][1]) in won[1:], report["decisions"]
+    assert report["levers"]["per_lever"]["prompt"]["best_gain"] > 0.5  # users' preference is partly met by instruction
+    assert "won with the prompt lever" in done.stdout and "won with the adapter lever" in done.stdout
     assert (tmp_path / "fast" / "satisfaction.png").stat().st_size > 10_000
     assert "satisfied" in done.stdout and "time per stage" in done.stdout

@@ -249,6 +249,12 @@ class UsageLogger:
         self._put(row)
         return row["id"]
 
+    def log_deferred(self, item: Any) -> bool:
+        """Queue an object whose ``row()`` returns an interaction row (or None), called on the
+        writer thread: how ``@trace`` spans are logged, so building the row is off the
+        caller's path. The caller pays a deque append. False if the row was dropped."""
+        return self._put(item)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued before this call is committed (or, remote and down,
         durably spooled; a reachable server also gets the spool replayed). False on timeout."""
@@ -409,8 +415,22 @@ class UsageLogger:
                 break
             if item.__class__ is _Flush:
                 return items, item
+            if item.__class__ is not dict:  # deferred (log_deferred): the row is built here
+                item = self._materialize(item)
+                if item is None:
+                    continue
             items.append(item)
         return items, None
+
+    def _materialize(self, item: Any) -> Row | None:
+        try:
+            return item.row()
+        except Exception as exc:  # a bug in a deferred row loses that row, never the writer
+            with self._lock:
+                self._dropped += 1
+            self._warn("deferred", "tuneloop capture: cannot build a deferred row (%s: %s); dropped",
+                       type(exc).__name__, exc, level=logging.ERROR)
+            return None
 
     @staticmethod
     def _split(items: Sequence[Row]) -> tuple[list[Row], list[Row]]:

@@ -113,10 +113,19 @@ def _latency_percentiles(db: Any, where: list, qs: Sequence[float] = PERCENTILES
     return {q: interpolate(at, n, q) for q in qs}
 
 
+def _counted(since: float | None) -> list:
+    """The interactions statistics count: every kind but ``span`` (the inner steps of a traced
+    request, which would multiply the total and drag latency percentiles down)."""
+    where = [I.c.kind != "span"]
+    if since is not None:
+        where.append(I.c.ts >= since)
+    return where
+
+
 def _feedback_counts(db: Any, since: float | None) -> tuple[dict[str, int], int, int, int, int]:
     """Feedback per kind, interactions with explicit feedback, and positive/negative/judged counts."""
     join = F.join(I, I.c.id == F.c.interaction_id)
-    where = [I.c.ts >= since] if since is not None else []
+    where = _counted(since)
     kinds = {r["kind"]: int(r["n"]) for r in db.fetch_all(
         sa.select(F.c.kind, sa.func.count().label("n")).select_from(join).where(*where).group_by(F.c.kind))}
     with_feedback = db.scalar(sa.select(sa.func.count(sa.distinct(F.c.interaction_id))).select_from(join)
@@ -135,7 +144,7 @@ def _feedback_counts(db: Any, since: float | None) -> tuple[dict[str, int], int,
 def compute_statistics(db: Any, since: Any = None) -> Statistics:
     """:func:`statistics` as a frozen dataclass."""
     since_ts = to_epoch(since, field="since")
-    where = [I.c.ts >= since_ts] if since_ts is not None else []
+    where = _counted(since_ts)
     agg = db.fetch_one(sa.select(
         sa.func.count().label("total"),
         sa.func.avg(I.c.quality_score).label("avg_quality"),
@@ -160,7 +169,8 @@ def compute_statistics(db: Any, since: Any = None) -> Statistics:
 
 
 def statistics(db: Any, since: Any = None) -> dict[str, Any]:
-    """Usage statistics of interactions with ``ts >= since`` (all when None).
+    """Usage statistics of interactions with ``ts >= since`` (all when None); ``@trace``
+    spans (``kind="span"``) are not counted, chat-kind spans and wrapped OpenAI calls are.
 
     Keys: ``total``, ``feedback_count``, ``feedback_rate`` (share of interactions with
     explicit feedback: thumbs, rating, comment or report), ``positive_rate`` /
@@ -206,3 +216,29 @@ def iter_interactions(db: Any, start: Any = None, end: Any = None, model: str | 
             return
         last_ts, last_id = page[-1]["ts"], page[-1]["id"]
         page = db.fetch_all(base.where(sa.or_(I.c.ts > last_ts, sa.and_(I.c.ts == last_ts, I.c.id > last_id))))
+
+
+# ---------------------------------------------------------------- traces
+def trace_tree(db: Any, trace_id: str) -> dict[str, Any] | None:
+    """One trace as a tree: the root span's row with ``children`` (rows, each with its own
+    ``children``, oldest first). ``trace_id`` may also be the id of any span in the trace.
+
+    None when nothing of the trace is stored. If the root's row is not stored (yet), the
+    root is a placeholder ``{"id": trace_id, "missing": True, "children": [...]}``.
+    """
+    stmt = sa.select(I).where(I.c.trace_id == trace_id).order_by(I.c.ts, I.c.id)
+    rows = db.fetch_all(stmt)
+    if not rows:
+        found = db.fetch_one(sa.select(I.c.trace_id).where(I.c.id == trace_id))
+        if found is None or not found["trace_id"] or found["trace_id"] == trace_id:
+            return None
+        trace_id = found["trace_id"]
+        rows = db.fetch_all(sa.select(I).where(I.c.trace_id == trace_id).order_by(I.c.ts, I.c.id))
+    nodes = {r["id"]: {**r, "children": []} for r in rows}
+    root = nodes.get(trace_id) or {"id": trace_id, "trace_id": trace_id, "missing": True, "children": []}
+    for node in nodes.values():
+        if node is root:
+            continue
+        parent = nodes.get(node["parent_id"]) or root  # an orphan hangs under the root
+        parent["children"].append(node)
+    return root

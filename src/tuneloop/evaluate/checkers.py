@@ -173,6 +173,8 @@ def _contains(output: str, expected: str | None, args: Mapping[str, Any], ctx: C
     needles = [" ".join(t.split()) for t in _targets(expected, args)]
     needles = [n.casefold() if ignore_case else n for n in needles]
     ok = any(n in hay for n in needles)
+    if ok and args.get("max_words") is not None and len(output.split()) > args["max_words"]:
+        return _bool(False, f"{len(output.split())} words > max_words {args['max_words']}")
     return _bool(ok, f"{expected!r} not found in the answer")
 
 
@@ -364,7 +366,7 @@ _NUM = (int, float)
 
 for _checker in (
     Checker("exact", _exact, requires_expected=True, args=_CASE),
-    Checker("contains", _contains, requires_expected=True, args={"ignore_case": bool, "any_of": list}),
+    Checker("contains", _contains, requires_expected=True, args={"ignore_case": bool, "any_of": list, "max_words": int}),
     Checker("regex", _regex, args={"pattern": str, "ignore_case": bool, "fullmatch": bool}, validate=_validate_regex),
     Checker("json_schema", _json_schema, args={"schema": dict}, validate=_validate_json_schema),
     Checker("rouge_l", _rouge_l, requires_expected=True,

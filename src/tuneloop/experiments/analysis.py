@@ -270,6 +270,9 @@ def _decide_sequential(cfg, seq, p, scale, guardrails, srm, samples_ok, duration
         return "promote", f"{ci_txt} is above the {_fmt(thr, scale)} threshold, always-valid p={p:.3g}"
     if hi < thr:
         return "stop", f"futility: {ci_txt} excludes a lift of {_fmt(thr, scale)}"
+    cap = cfg.max_samples_per_version
+    if cap is not None and min(samples.values()) >= cap:
+        return "stop", f"inconclusive after {cap} observations per arm: {ci_txt}; the champion stays"
     return "continue", f"{ci_txt} does not yet clear the {_fmt(thr, scale)} threshold"
 
 

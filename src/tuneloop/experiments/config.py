@@ -68,6 +68,9 @@ class ABTestConfig:
         "Weighted rule: composite improvement needed to promote (default: min_improvement_threshold).", None)
     min_duration_hours: float = _help("Minimum experiment age before promotion (0 for tests and demos).", 48.0)
     min_samples_per_version: int = _help("Minimum analysed interactions per arm before promotion.", 100)
+    max_samples_per_version: int | None = _help(
+        "Stop an undecided experiment (keep the champion: 'inconclusive') once every arm has this many "
+        "observations of the primary metric; None runs until the test decides.", None)
     metrics: list[str] = _help("Metrics of the weighted rule.", factory=lambda: [
         "avg_quality_score", "positive_feedback_rate", "avg_latency_ms"])
     metric_weights: dict[str, float] = _help("Weights of the weighted rule (negative: lower is better).",
@@ -111,6 +114,8 @@ class ABTestConfig:
             raise bad("promotion_threshold", "must be >= 0")
         if self.min_samples_per_version < 2:
             raise bad("min_samples_per_version", "must be >= 2")
+        if self.max_samples_per_version is not None and self.max_samples_per_version < self.min_samples_per_version:
+            raise bad("max_samples_per_version", f"must be >= min_samples_per_version ({self.min_samples_per_version})")
         if self.rule not in RULES:
             raise bad("rule", f"{self.rule!r} is not one of {', '.join(RULES)}")
         if self.mode not in MODES:

@@ -22,8 +22,11 @@ def evidence(run: dict) -> dict[str, Any]:
     d = run.get("details") or {}
     datasets = {k: {"rows": v.get("rows"), "dropped": v.get("dropped"), "pii": v.get("pii")} for k, v in (d.get("datasets") or {}).items()}
     train = d.get("train") or {}
-    return {"version_id": run.get("version_id"), "trigger": d.get("reason"), "datasets": datasets,
-            "train_metrics": train.get("metrics"), "gate": d.get("gate")}
+    shown = {"version_id": run.get("version_id"), "trigger": d.get("reason"), "datasets": datasets,
+             "train_metrics": train.get("metrics"), "gate": d.get("gate"), "lever": d.get("lever", "adapter")}
+    if d.get("lever") == "prompt":
+        shown["prompt"] = train.get("prompt")  # the approver sees the exact prompt that would serve
+    return shown
 
 
 def approve_run(db: Database, run_id: str, *, actor: str, approve: bool, reason: str) -> dict[str, Any]:

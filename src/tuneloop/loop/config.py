@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.errors import ConfigError
+from tuneloop.loop.cost import CostConfig
+from tuneloop.loop.levers import LeverPolicy
+from tuneloop.loop.policy import UpdatePolicy
 from tuneloop.loop.triggers import TriggerConfig
+from tuneloop.notify.webhooks import WebhookConfig
 
 
 @dataclass
@@ -38,10 +42,33 @@ class LoopConfig:
     max_cycles: int | None = field(default=None, metadata={"help": "stop run_loop after this many cycles"})
     require_approval: bool = field(default=False, metadata={"help": "stop before traffic until an admin approves"})
     retention_days: float | None = field(default=None, metadata={"help": "the daemon deletes interactions older than this"})
+    update_policy: UpdatePolicy = field(default_factory=UpdatePolicy, metadata={
+        "help": "min_interval per lever, freeze_windows, max_promotions (loop/policy.py)"})
+    cost_config: CostConfig = field(default_factory=CostConfig, metadata={
+        "help": "prices (cpu_hour, gpu_hour, per_1k_judge_tokens, ...) and skip_finetune_below (loop/cost.py)"})
+    webhooks: list[WebhookConfig] = field(default_factory=list, metadata={
+        "help": "[{url, format: json|slack, events, secret}] notified on promotion, rollback, gate failure, drift, approval"})
+    levers: LeverPolicy = field(default_factory=LeverPolicy, metadata={
+        "help": "which lever a cycle pulls: {order: [prompt, adapter], prompt_min_gain, prompt_patience} (loop/levers.py)"})
+    prompt_config: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "the prompt lever: {candidates: prompts.yaml, strategy: best|next, rewriter: {...}} (train/prompt.py)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.trigger_config, dict):
             self.trigger_config = TriggerConfig.from_dict(self.trigger_config)
+        if not isinstance(self.update_policy, UpdatePolicy):
+            self.update_policy = UpdatePolicy.from_dict(self.update_policy)
+        if not isinstance(self.cost_config, CostConfig):
+            self.cost_config = CostConfig.from_dict(self.cost_config)
+        if not isinstance(self.webhooks, (list, tuple)):
+            raise ConfigError(f"webhooks must be a list of {{url, format, events, secret}}, got {self.webhooks!r}")
+        self.webhooks = [WebhookConfig.from_dict(h) for h in self.webhooks]
+        if not isinstance(self.levers, LeverPolicy):
+            self.levers = LeverPolicy.from_dict(self.levers)
+        if "prompt" in self.levers.order:
+            from tuneloop.train.prompt import PromptTrainerConfig
+
+            PromptTrainerConfig.from_dict(self.prompt_config)  # validated now: a bad candidate stops the daemon's start
         if self.check_interval_seconds <= 0:
             raise ConfigError(f"check_interval_seconds must be > 0, got {self.check_interval_seconds}")
         if not 0.0 <= self.gate_threshold <= 1.0:
@@ -86,4 +113,7 @@ class LoopConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["dataset_kinds"] = list(self.dataset_kinds)
+        d["update_policy"] = self.update_policy.to_dict()
+        d["webhooks"] = [h.to_dict() for h in self.webhooks]  # secrets and URL paths are not echoed
+        d["levers"] = self.levers.to_dict()
         return d

@@ -53,6 +53,11 @@ class ContinuousLearningLoop:
         self._stages = stages
         self._stop = threading.Event()
         self.lock = LeaderLock(self.db)
+        self.notifier = None
+        if self.config.webhooks:
+            from tuneloop.notify.notifier import Notifier
+
+            self.notifier = Notifier(self.db, self.config.webhooks)
 
     def stages(self, train_fn: TrainFn | None = None) -> CycleStages:
         if self._stages is None or train_fn is not None:
@@ -61,8 +66,45 @@ class ContinuousLearningLoop:
             self._stages = DefaultStages(self.db, self.config, train_fn=train_fn)
         return self._stages
 
+    def planned_lever(self) -> str:
+        """The lever the next cycle would change: the stages' ``planned_lever()``, else adapter."""
+        plan = getattr(self._stages, "planned_lever", None)
+        return str(plan()) if callable(plan) else "adapter"
+
     # 1. one iteration: resume the open cycle, or check triggers and maybe start one
     def run_iteration(self, train_fn: TrainFn | None = None) -> dict[str, Any]:
+        try:
+            return self._iteration(train_fn)
+        finally:
+            self._after_iteration()
+
+    def _after_iteration(self) -> None:
+        """Once the iteration's state is persisted: cost of finished cycles, webhooks. Never raises."""
+        from tuneloop.loop.cost import record_costs
+
+        try:
+            record_costs(self.db, self.config.cost_config)
+        except Exception:
+            log.exception("recording cycle costs failed")
+        if self.notifier is not None:
+            self.notifier.sweep()  # logs its own errors; sends on its own thread
+
+    def _start_hold(self, fired: list[TriggerResult], manual: bool) -> dict[str, Any] | None:
+        """The update-rate policy and the cost rule, before a cycle starts (loop/holds.py)."""
+        from tuneloop.loop.holds import check_start, record_override, record_start_hold
+
+        lever = self.planned_lever()
+        hold = check_start(self.db, self.config, lever)
+        if hold is None:
+            return None
+        if manual:  # an operator asked: start anyway, and say (and audit) what was overridden
+            record_override(self.db, hold, lever=lever, reason=fired[0].reason)
+            return {"override": f"{hold.rule} overridden by a manual trigger ({hold.reason})"}
+        event_id = record_start_hold(self.db, hold, lever=lever, triggers=[r.trigger for r in fired])
+        return {"action": "held", "rule": hold.rule, "reason": hold.reason, "until": hold.until, "lever": lever,
+                "fired": [r.trigger for r in fired], "event_id": event_id}
+
+    def _iteration(self, train_fn: TrainFn | None = None) -> dict[str, Any]:
         runner = CycleRunner(self.db, self.stages(train_fn))
         active = runner.active()
         if active is not None:
@@ -79,6 +121,11 @@ class ContinuousLearningLoop:
                 return {"action": "checked", "fired": [], "reasons": [f"{r.trigger}: {r.reason}" for r in results]}
             event_id = self._last_event_id(fired[0].trigger)
         reason = "; ".join(f"{r.trigger}: {r.reason}" for r in fired)
+        held = self._start_hold(fired, manual is not None)
+        if held is not None and "override" not in held:
+            return held
+        if held is not None:
+            reason += f"; {held['override']}"
         run_id = runner.start(event_id, reason)
         log.info("cycle %s started (%s)", run_id, reason)
         state = runner.advance(run_id)
@@ -113,6 +160,8 @@ class ContinuousLearningLoop:
                     break
                 self._stop.wait(self.config.check_interval_seconds)
         finally:
+            if self.notifier is not None:
+                self.notifier.close()  # bounded wait; what is left stays pending for the next start
             self.lock.release()
 
     def stop(self) -> None:
@@ -128,6 +177,9 @@ class ContinuousLearningLoop:
         return int(self.db.scalar(sa.select(sa.func.count()).select_from(lr).where(lr.c.train_run_id.is_not(None))) or 0)
 
     def get_status_summary(self, recent: int = 10) -> dict[str, Any]:
+        from tuneloop.loop.levers import lever_status
+        from tuneloop.loop.status import extra_status, run_row
+
         lr, al = schema.loop_runs, schema.aliases
         runs = self.db.fetch_all(sa.select(lr).order_by(lr.c.started_at.desc()).limit(recent))
         champion = self.db.scalar(sa.select(al.c.version_id).where(al.c.name == "champion"))
@@ -147,8 +199,10 @@ class ContinuousLearningLoop:
                 "active_run": active["id"] if active else None,
                 "last_decision": last_decided["decision"] if last_decided else None,
             },
-            "recent_runs": [{k: r[k] for k in ("id", "state", "decision", "version_id", "started_at", "ended_at", "error")} for r in runs],
+            "recent_runs": [run_row(r) for r in runs],
             "recent_triggers": [{k: t[k] for k in ("trigger", "fired", "reason", "ts")} for t in triggers],
+            **extra_status(self.db, self.config),  # policy holds, cost per point, webhook deliveries
+            "levers": lever_status(self.db, self.config),  # next lever and why; which lever won, by how much
         }
 
 

@@ -61,9 +61,32 @@ class DefaultStages:
         lr = schema.loop_runs
         return int(self.db.scalar(sa.select(sa.func.count()).select_from(lr).where(lr.c.started_at <= run["started_at"])) or 1)
 
-    # 1. datasets
+    # 0. the lever: a new prompt or a fine-tuned adapter (loop/levers.py)
+    def planned_lever(self) -> str:
+        """The lever the next cycle would pull (the update-rate policy asks before starting it)."""
+        from tuneloop.loop.prompting import plan_lever
+
+        return plan_lever(self.db, self.config).lever
+
+    def _lever(self, run: dict) -> dict[str, str]:
+        known = (run["details"] or {}).get("lever")
+        if known:
+            return {"lever": known, "lever_reason": (run["details"] or {}).get("lever_reason", "")}
+        from tuneloop.loop.prompting import plan_lever
+
+        choice = plan_lever(self.db, self.config, before=run["started_at"])
+        log.info("cycle %s pulls the %s lever (%s)", run["id"], choice.lever, choice.reason)
+        return {"lever": choice.lever, "lever_reason": choice.reason}
+
+    # 1. datasets (the prompt lever: the champion's failure cases)
     def build_dataset(self, run: dict) -> StepResult:
-        details: dict[str, Any] = {"datasets": {}}
+        lever = self._lever(run)
+        if lever["lever"] == "prompt":
+            from tuneloop.loop.prompting import build_failures
+
+            info = build_failures(self.db, self.config, self._out(run))
+            return StepResult("dataset_built", {"dataset_id": info["id"]}, {**lever, "datasets": {"failures": info}})
+        details: dict[str, Any] = {"datasets": {}, **lever}
         primary = None
         for kind in self.config.dataset_kinds:
             path = self._out(run) / f"{kind}.jsonl"
@@ -78,12 +101,24 @@ class DefaultStages:
             primary = primary or info
         if primary is None or primary["rows"] < self.min_train_rows:
             n = 0 if primary is None else primary["rows"]
-            return StepResult("rejected", {"dataset_id": primary and primary["id"]}, details,
-                              decision=f"not enough training data ({n} rows < {self.min_train_rows})")
+            # loop_runs.decision holds a short code (32 characters); the numbers go to the details
+            return StepResult("rejected", {"dataset_id": primary and primary["id"]},
+                              {**details, "rejection": f"not enough training data ({n} rows < {self.min_train_rows})"},
+                              decision="not enough training data")
         return StepResult("dataset_built", {"dataset_id": primary["id"]}, details)
 
-    # 2. training
+    # 2. training (the prompt lever: the prompt trainer, no LoRA)
     def train(self, run: dict) -> StepResult:
+        if (run["details"] or {}).get("lever") == "prompt":
+            from tuneloop.loop.prompting import no_improvement, train_prompt_candidate
+
+            out = train_prompt_candidate(self.db, self.config, run, self._out(run), self.pool)
+            why = no_improvement(out)
+            if why is not None:  # nothing worth an A/B test: end the cycle here, cheaply. No candidate was
+                # made, so the run's train_run_id stays empty (total_retrains counts cycles that made one);
+                # the prompt run is in details["train"].
+                return StepResult("rejected", {}, {"train": out, "rejection": why}, decision="no better prompt")
+            return StepResult("trained", {"train_run_id": out["train_run_id"]}, {"train": out})
         from tuneloop.loop.training import train_candidate
 
         out = train_candidate(self.db, self.config, run, self._out(run), train_fn=self.train_fn)
@@ -95,7 +130,11 @@ class DefaultStages:
 
         registry = Registry(self.db, actor="loop")
         vid = f"v{self.cycle_number(run)}"
-        if registry.find(vid) is None:
+        if registry.find(vid) is None and (run["details"] or {}).get("lever") == "prompt":
+            from tuneloop.loop.prompting import register_prompt_version
+
+            register_prompt_version(self.db, run, vid)
+        elif registry.find(vid) is None:
             champion = registry.champion()
             train = (run["details"] or {}).get("train", {})
             datasets = (run["details"] or {}).get("datasets", {})
@@ -106,7 +145,7 @@ class DefaultStages:
                 prompt=champion.prompt if champion else None, params=champion.params if champion else None,
                 parent_id=champion.id if champion else None, dataset_id=run["dataset_id"],
                 train_run_id=run["train_run_id"], metrics=train.get("metrics"),
-                lineage={"loop_run_id": run["id"], "datasets": {k: {"id": v["id"], "rows": v["rows"]} for k, v in datasets.items()},
+                lineage={"lever": "adapter", "loop_run_id": run["id"], "datasets": {k: {"id": v["id"], "rows": v["rows"]} for k, v in datasets.items()},
                          "train_config": train.get("config"), "parent": champion.id if champion else None})
         return StepResult("registered", {"version_id": vid})
 
@@ -141,6 +180,10 @@ class DefaultStages:
 
                 Registry(self.db, actor=approval["by"]).reject(vid, f"rejected by {approval['by']}: {approval['reason']}")
                 return StepResult("rejected", {}, {}, decision="rejected by approver")
+        from tuneloop.loop.holds import experiment_hold
+
+        if experiment_hold(self.db, self.config, run) is not None:
+            return None  # type: ignore[return-value]  # held by the update-rate policy (recorded); retried next check
         if not self.config.enable_ab_testing:
             if not self.config.enable_auto_promotion:
                 return StepResult("completed", {}, {"note": "A/B testing and auto promotion are off"}, decision="awaiting manual promotion")
@@ -166,8 +209,9 @@ class DefaultStages:
         if exp is None:
             raise DatasetError(f"experiment of {run['version_id']} disappeared")
         if exp["status"] == "running":
-            manager = self._manager()
-            manager.auto_promote_if_ready()
+            from tuneloop.loop.holds import auto_promote_unless_held
+
+            auto_promote_unless_held(self.db, self.config, run, self._manager())  # the policy may hold a promotion
             exp = self._experiment_of(run["version_id"])
         if exp["status"] == "running":
             return None

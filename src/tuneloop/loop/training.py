@@ -33,6 +33,27 @@ def _trainer(config: LoopConfig, train_fn: Callable | None):
     return TRLTrainer({"method": "sft", **config.train_config})
 
 
+def as_served(db: Database, path: str, out_dir: Path) -> str:
+    """The dataset as the champion's prompt presents it to the model (the new adapter is served
+    under that prompt, so it is trained under it too); ``path`` itself when there is no prompt."""
+    import json
+
+    from tuneloop.prompts.spec import apply_to_example
+    from tuneloop.registry.versions import Registry
+
+    champion = Registry(db).champion()
+    spec = champion.prompt_spec if champion else None
+    if spec is None or spec.is_empty:
+        return path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dest = out_dir / f"{Path(path).stem}.as-served.jsonl"
+    with open(path, encoding="utf-8") as src, open(dest, "w", encoding="utf-8") as dst:
+        for line in src:
+            if line.strip():
+                dst.write(json.dumps(apply_to_example(json.loads(line), spec), ensure_ascii=False) + "\n")
+    return str(dest)
+
+
 def train_candidate(db: Database, config: LoopConfig, run: dict, out_dir: Path, *,
                     train_fn: Callable[[str], dict] | None = None) -> dict[str, Any]:
     """Train (or find the finished training of) this cycle's candidate."""
@@ -53,7 +74,8 @@ def train_candidate(db: Database, config: LoopConfig, run: dict, out_dir: Path, 
             raise TrainingError(f"training failed {len(attempts)} times; last error: {attempts[-1]['error']}")
         run_id = f"{run['id']}-train{len(attempts) + 1}"
         runner = TrainingRunner(db, show_progress=False)
-        result = runner.run(trainer, data["path"], out_dir / f"train{len(attempts) + 1}", base,
+        path = data["path"] if train_fn is not None else as_served(db, data["path"], out_dir)
+        result = runner.run(trainer, path, out_dir / f"train{len(attempts) + 1}", base,
                             dataset_id=data["id"], run_id=run_id)
         done = {"id": run_id, "metrics": result.metrics, "output_dir": result.output_dir,
                 "adapter_path": result.adapter_path, "model_path": result.model_path}

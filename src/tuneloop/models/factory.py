@@ -1,15 +1,19 @@
 """Build the backend a registered model version names.
 
 A ``model_versions`` row says how to answer: ``backend`` (local | openai | scripted),
-``base_model``, ``adapter_path`` or ``model_path`` (a merged full model), ``prompt`` (system
-prompt, template, few-shot examples — prompt versions are versions too) and ``params``
-(sampling defaults plus backend options).
+``base_model``, ``adapter_path`` or ``model_path`` (a merged full model), ``prompt`` (a
+:class:`~tuneloop.prompts.spec.PromptSpec`: system prompt, template, few-shot examples,
+sampling — prompt versions are versions too) and ``params`` (sampling defaults plus backend
+options). The prompt is applied for every backend, so the gate and the A/B test see what users get.
 
     prompt = {"system": "Answer in one word.",
-              "template": "Question: {query}",            # applied to the last user message
-              "few_shot": [{"user": "Capital of Peru?", "assistant": "Lima"}]}
+              "template": "Question: {input}",            # applied to the last user message
+              "few_shot": [{"user": "Capital of Peru?", "assistant": "Lima"}],
+              "sampling": {"temperature": 0.2}}           # wins over params' sampling
     params = {"temperature": 0, "max_tokens": 16,          # sampling defaults (a request overrides them)
               "base_url": "http://vllm:8000/v1", "model": "m", "api_key_env": "VLLM_KEY"}  # openai options
+    # scripted (tests): {"script": {last user message: answer}, "default": ".."} or
+    #                   {"script_ref": "package.module:function"} (a function of the messages)
 
 >>> from tuneloop.models.factory import backend_for_version
 >>> b = backend_for_version({"id": "v1", "backend": "scripted", "params": {"script": {"hi": "hello"}},
@@ -25,53 +29,34 @@ from typing import Any
 
 from tuneloop.errors import ConfigError
 from tuneloop.models.base import Completion, Message, ModelBackend
+from tuneloop.prompts.spec import SAMPLING_KEYS, PromptSpec
 
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "seed", "stop",
-                 "repetition_penalty")
 _OPENAI_OPTIONS = ("base_url", "api_key", "api_key_env", "model", "timeout", "connect_timeout", "retries",
                    "max_connections", "headers")
 _LOCAL_OPTIONS = ("device", "dtype", "max_batch_size")
 
 
-def apply_prompt(messages: Sequence[Message], prompt: dict[str, Any] | str | None) -> list[Message]:
+def apply_prompt(messages: Sequence[Message], prompt: "PromptSpec | dict[str, Any] | str | None") -> list[Message]:
     """Prepend the version's system prompt and few-shot turns; fill its template with the last user turn.
+
+    ``prompt`` is anything :meth:`PromptSpec.from_value <tuneloop.prompts.spec.PromptSpec.from_value>`
+    reads (a spec, its dict, or a bare system prompt).
 
     >>> apply_prompt([{"role": "user", "content": "2+2?"}], {"system": "Be brief.", "template": "Q: {query}"})
     [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Q: 2+2?'}]
     """
-    msgs = [dict(m) for m in messages]
-    if not prompt:
-        return msgs
-    if isinstance(prompt, str):
-        prompt = {"system": prompt}
-    template = prompt.get("template")
-    if template:
-        for m in reversed(msgs):
-            if m.get("role") == "user":
-                text = str(m.get("content", ""))
-                m["content"] = template.replace("{query}", text).replace("{input}", text)
-                break
-    shots: list[Message] = []
-    for shot in prompt.get("few_shot") or []:
-        if "role" in shot:
-            shots.append({"role": shot["role"], "content": shot["content"]})
-        else:
-            shots += [{"role": "user", "content": shot["user"]}, {"role": "assistant", "content": shot["assistant"]}]
-    system = prompt.get("system")
-    if msgs and msgs[0].get("role") == "system":
-        own = msgs.pop(0)["content"]
-        # Many chat templates take one system message only: merge the version's and the caller's.
-        system = f"{system}\n\n{own}" if system else own
-    head = [{"role": "system", "content": system}] if system else []
-    return head + shots + msgs
+    spec = PromptSpec.from_value(prompt)
+    return spec.apply(messages) if spec is not None else [dict(m) for m in messages]
 
 
 class PromptedBackend:
     """A backend seen through a version's prompt and sampling defaults."""
 
-    def __init__(self, inner: ModelBackend, *, prompt: dict[str, Any] | str | None = None,
+    def __init__(self, inner: ModelBackend, *, prompt: PromptSpec | dict[str, Any] | str | None = None,
                  defaults: dict[str, Any] | None = None, name: str | None = None) -> None:
-        self.inner, self.prompt, self.defaults = inner, prompt, dict(defaults or {})
+        self.inner, self.prompt = inner, PromptSpec.from_value(prompt)
+        # the spec's sampling wins over the version's params; a request's own parameters win over both
+        self.defaults = {**dict(defaults or {}), **(self.prompt.sampling if self.prompt else {})}
         self.name = name or inner.name
 
     def _params(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -114,10 +99,25 @@ def _local(version: dict[str, Any], options: dict[str, Any], pool, data_dir):
     return pool.backend(base, adapter, name=str(version.get("id") or base), **kw)
 
 
+def _script_function(ref: str):
+    """``"package.module:function"`` (a function of the messages) for a scripted version."""
+    import importlib
+
+    module, _, attr = str(ref).partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr) if module and attr else None
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"scripted backend: cannot import script_ref {ref!r}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"scripted backend: script_ref {ref!r} must name a function, as 'package.module:function'")
+    return fn
+
+
 def _scripted(version: dict[str, Any], options: dict[str, Any]):
     from tuneloop.models.scripted import ScriptedBackend
 
-    return ScriptedBackend(options.get("script") or {}, default=options.get("default", ""),
+    script = _script_function(options["script_ref"]) if options.get("script_ref") else options.get("script") or {}
+    return ScriptedBackend(script, default=options.get("default", ""),
                            name=str(version.get("id") or "scripted"), delay_s=float(options.get("delay_s", 0.0)))
 
 
@@ -134,8 +134,8 @@ def backend_for_version(version: dict[str, Any], pool=None, *, data_dir: str | N
         inner = _scripted(version, params)
     else:
         raise ConfigError(f"version {version.get('id')}: unknown backend {kind!r} (local | openai | scripted)")
-    prompt = version.get("prompt")
-    if not prompt and not sampling:
+    prompt = PromptSpec.from_value(version.get("prompt"))
+    if (prompt is None or prompt.is_empty) and not sampling:
         return inner
     return PromptedBackend(inner, prompt=prompt, defaults=sampling, name=inner.name)
 

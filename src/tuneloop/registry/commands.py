@@ -1,4 +1,4 @@
-"""``tuneloop registry list|show V|promote V|rollback|archive V``: thin shells over :class:`Registry`.
+"""``tuneloop registry list|show V|prompt V|promote V|rollback|archive V``: thin shells over :class:`Registry`.
 
 The database comes from the command's ``--db URL`` (a SQLAlchemy URL or a SQLite path),
 else from the root command's global ``--db``/``--config``, else from the settings
@@ -10,13 +10,14 @@ import datetime as _dt
 import functools
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from tuneloop.errors import TuneloopError
+from tuneloop.errors import TuneloopError, ValidationError
 from tuneloop.registry.versions import Registry, jsonable
 from tuneloop.store import Database
 
@@ -63,6 +64,12 @@ def _when(ts: float | None) -> str:
     return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
 
 
+def _short(path: str | None, width: int = 28) -> str:
+    """A base model's last path parts, so a table stays readable."""
+    text = path or ""
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
 def _registry(ctx: typer.Context, db: str | None, actor: str = "cli") -> Registry:
     return Registry(open_db(ctx, db), actor=actor)
 
@@ -84,15 +91,17 @@ def list_versions(ctx: typer.Context, kind: str = typer.Option(None, help="gener
     for a in reg.aliases():
         names.setdefault(a.version_id, []).append(a.name)
     if as_json:
-        typer.echo(json.dumps([{**jsonable(v.to_dict()), "aliases": names.get(v.id, [])} for v in versions]))
+        typer.echo(json.dumps([{**jsonable(v.to_dict()), "lever": v.lever, "aliases": names.get(v.id, [])}
+                               for v in versions]))
         return
     table = Table(title=f"{len(versions)} model versions")
-    for col in ("id", "kind", "backend", "base model", "status", "aliases", "parent", "created"):
-        table.add_column(col)
+    for col in ("id", "kind/lever", "backend", "base model", "prompt", "status", "aliases", "parent", "created"):
+        table.add_column(col, no_wrap=col in ("id", "aliases", "status"))
     for v in versions:
         status_txt = v.status + (" [red](tainted)[/red]" if v.tainted else "")
-        table.add_row(v.id, v.kind, v.backend, v.base_model or "", status_txt, ", ".join(names.get(v.id, [])),
-                      v.parent_id or "", _when(v.created_at))
+        spec = v.prompt_spec
+        table.add_row(v.id, f"{v.kind}/{v.lever}", v.backend, _short(v.base_model), spec.label(32) if spec else "",
+                      status_txt, ", ".join(names.get(v.id, [])), v.parent_id or "", _when(v.created_at))
     Console().print(table)
 
 
@@ -106,11 +115,13 @@ def show(ctx: typer.Context, version: str = typer.Argument(..., help="Version id
     aliases = [a.name for a in reg.aliases() if a.version_id == v.id]
     history = reg.history(f"version:{v.id}", limit=20)
     if as_json:
-        typer.echo(json.dumps({**jsonable(v.to_dict()), "aliases": aliases, "history": jsonable(history)}))
+        typer.echo(json.dumps({**jsonable(v.to_dict()), "lever": v.lever, "aliases": aliases,
+                               "history": jsonable(history)}))
         return
     table = Table(title=f"version {v.id}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
+    table.add_row("lever", v.lever + (f" (over {v.parent_id})" if v.parent_id else ""))
     for key, value in v.to_dict().items():
         if value not in (None, {}, []):
             table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
@@ -118,6 +129,31 @@ def show(ctx: typer.Context, version: str = typer.Argument(..., help="Version id
     for h in history:
         table.add_row(f"{_when(h['ts'])} {h['action']}", f"{h['actor']}: {json.dumps(h['after'])}")
     Console().print(table)
+
+
+@registry_app.command("prompt")
+@cli_errors
+def prompt_version(ctx: typer.Context, version: str = typer.Argument(..., help="Id of the new version."),
+                   file: Path = typer.Option(None, "--file", "-f", exists=True, dir_okay=False,
+                                             help="YAML/JSON prompt: system, template ({input}), few_shot, sampling, name."),
+                   system: str = typer.Option(None, help="The system prompt (instead of --file)."),
+                   parent: str = typer.Option("champion", help="Version (or alias) whose base, adapter and params it serves with."),
+                   db: str = DbOption) -> None:
+    """Register a prompt version: PARENT's base and adapter with a new system prompt, template, few-shot examples, sampling."""
+    if (file is None) == (system is None):
+        raise ValidationError("give the prompt with exactly one of --file or --system", field="prompt")
+    if file is not None:
+        import yaml
+
+        try:
+            prompt = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ValidationError(f"{file}: not valid YAML or JSON: {exc}", field="file") from exc
+    else:
+        prompt = system
+    v = _registry(ctx, db).register_prompt(version, prompt, parent=parent, lineage={"source": "cli"})
+    Console().print(f"registered [bold]{v.id}[/bold]: a prompt over {v.parent_id}; test it online with "
+                    f"`tuneloop deploy --version {v.id} --traffic 10`", highlight=False)
 
 
 @registry_app.command("promote")

@@ -10,6 +10,15 @@
 >>> reg.rollback().id, reg.get("v2").status
 ('v1', 'rejected')
 
+Kinds and levers. A version that answers users is a ``generator`` version, whatever made it:
+a fine-tuned adapter, a merged model, or only a new prompt (a
+:class:`~tuneloop.prompts.spec.PromptSpec` over the parent's base and adapter). Its
+``lever`` (``lineage["lever"]``: ``prompt``, ``adapter``, ``model`` or ``base``) says which
+change made it; ``registry list`` shows it. ``retriever`` and ``reranker`` versions serve
+retrieval; ``prompt`` versions are stand-alone prompt templates for applications that render
+prompts themselves (aliases ``prompt:champion`` ...); the loop's prompt challengers are
+generator versions, so they are served, gated and A/B tested like any other.
+
 Aliases: ``champion``, ``challenger`` and ``shadow`` name generator versions; other kinds
 use ``<kind>:champion`` (``retriever:champion``). An alias row keeps the version it pointed
 at before (``previous_version_id``), so rollback is one call; the audit log holds the full
@@ -30,10 +39,11 @@ from tuneloop.errors import ConflictError, NotFoundError, ValidationError
 from tuneloop.ids import new_id, now
 from tuneloop.store import Database, schema
 
-__all__ = ["Alias", "KINDS", "ModelVersion", "Registry", "STATUSES", "alias_for", "jsonable", "write_audit"]
+__all__ = ["Alias", "KINDS", "LEVERS", "ModelVersion", "Registry", "STATUSES", "alias_for", "jsonable", "write_audit"]
 
 KINDS = ("generator", "retriever", "reranker", "prompt")
 STATUSES = ("candidate", "active", "archived", "rejected")
+LEVERS = ("prompt", "adapter", "model", "base")  # what changed to make a version (lineage["lever"])
 RESERVED = ("champion", "challenger", "shadow")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,63}$")
 _mv, _al, _audit = schema.model_versions, schema.aliases, schema.audit_log
@@ -107,6 +117,32 @@ class ModelVersion:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def lever(self) -> str:
+        """Which change made this version: ``lineage["lever"]``, else read off its columns.
+
+        >>> ModelVersion.from_row({**dict.fromkeys(_COLUMNS), "lineage": {"lever": "prompt"}}).lever
+        'prompt'
+        """
+        recorded = (self.lineage or {}).get("lever") if isinstance(self.lineage, Mapping) else None
+        if recorded in LEVERS:
+            return recorded
+        if self.model_path:
+            return "model"
+        if self.adapter_path:
+            return "adapter"
+        return "prompt" if self.parent_id and self.prompt else "base"
+
+    @property
+    def prompt_spec(self):
+        """The version's :class:`~tuneloop.prompts.spec.PromptSpec` (None without a prompt)."""
+        from tuneloop.prompts.spec import PromptSpec
+
+        return PromptSpec.from_value(self.prompt)
+
+
+_COLUMNS = tuple(f.name for f in fields(ModelVersion))
+
 
 @dataclass(frozen=True)
 class Alias:
@@ -142,7 +178,7 @@ class Registry:
         _validate_version(vid, kind, backend, status)
         row = {"id": vid, "kind": kind, "backend": backend, "base_model": base_model,
                "adapter_path": _str_or_none(adapter_path), "model_path": _str_or_none(model_path),
-               "prompt": jsonable(prompt), "params": jsonable(dict(params)) if params is not None else None,
+               "prompt": _prompt_json(prompt), "params": jsonable(dict(params)) if params is not None else None,
                "parent_id": parent_id, "dataset_id": dataset_id, "train_run_id": train_run_id,
                "metrics": jsonable(dict(metrics)) if metrics is not None else None,
                "lineage": jsonable(dict(lineage)) if lineage is not None else None,
@@ -155,6 +191,30 @@ class Registry:
             conn.execute(_mv.insert().values(**row))
             write_audit(conn, self.actor, "register", f"version:{vid}", None, row)
         return ModelVersion.from_row(row)
+
+    def register_prompt(self, id: str | None, prompt: Any, *, parent: str = "champion",
+                        lineage: Mapping | None = None, **kw: Any) -> ModelVersion:
+        """A version serving ``parent``'s base, adapter and params with a new prompt (the prompt lever).
+
+        ``prompt`` is a :class:`~tuneloop.prompts.spec.PromptSpec`, its dict or a system prompt;
+        ``kw`` goes to :meth:`register` (dataset_id, train_run_id, metrics, status).
+
+        >>> reg.register_prompt("v3", {"system": "Answer in one word."}, parent="v2").lever  # doctest: +SKIP
+        'prompt'
+        """
+        from tuneloop.prompts.spec import PromptSpec
+
+        base = self.resolve(parent)
+        spec = PromptSpec.from_value(prompt)
+        if spec is None or spec.is_empty:
+            raise ValidationError("a prompt version needs a system prompt, template, few-shot turns or sampling",
+                                  field="prompt")
+        if base.prompt_spec is not None and base.prompt_spec.fingerprint() == spec.fingerprint():
+            raise ConflictError(f"{base.id!r} already serves this prompt", version_id=base.id)
+        return self.register(id, kind=base.kind, backend=base.backend, base_model=base.base_model,
+                             adapter_path=base.adapter_path, model_path=base.model_path, prompt=spec,
+                             params=base.params, parent_id=base.id,
+                             lineage={"lever": "prompt", "parent": base.id, **dict(lineage or {})}, **kw)
 
     def find(self, version_id: str) -> ModelVersion | None:
         row = self.db.fetch_one(sa.select(_mv).where(_mv.c.id == version_id))
@@ -371,6 +431,14 @@ class Registry:
 
 def _alias_json(a: Alias) -> dict[str, Any]:
     return {"version_id": a.version_id, "previous_version_id": a.previous_version_id}
+
+
+def _prompt_json(prompt: Any) -> Any:
+    """A version's prompt validated as a :class:`~tuneloop.prompts.spec.PromptSpec`, stored as its dict."""
+    from tuneloop.prompts.spec import PromptSpec
+
+    spec = PromptSpec.from_value(prompt)
+    return None if spec is None or spec.is_empty else spec.to_dict()
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -5,7 +5,7 @@ Each engine keeps unit vectors under 63-bit integer labels and answers top-k by 
 product (= cosine for unit vectors). ``add`` takes labels that are not in the engine;
 ``remove`` takes labels that are. The embedded index turns upserts into remove + add.
 
-    usearch   HNSW, native removal, vectors stored in f16 (half the memory, same recall): the default
+    usearch   HNSW, removal by tombstone (slot reused), f16 vectors (half the memory, same recall): the default
     hnswlib   HNSW, removal by tombstone with slot reuse (``allow_replace_deleted``)
     numpy     exact search by one matrix product: no dependency, linear in the corpus
 """
@@ -252,7 +252,7 @@ def resolve_engine(name: str = "auto") -> str:
     if name not in ENGINES:
         raise ConfigError(f"unknown index engine {name!r}; use auto, {', '.join(ENGINES)}", field="engine")
     if name not in available_engines():
-        raise ConfigError(f"index engine {name!r} is not installed: pip install 'tuneloop[retrieval]' "
+        raise ConfigError(f"index engine {name!r} is not installed: pip install 'tuneloop[ann]' "
                           f"(or pip install {name})", field="engine")
     return name
 

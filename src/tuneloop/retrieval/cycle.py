@@ -5,7 +5,9 @@
 1. **Guardrail** (seed 001: "MRR falls -> rollback"): the retriever champion is scored
    against the version it replaced, on the golden set and, when clients report enough,
    on click-through; a significant MRR drop beyond ``max_mrr_drop`` rolls it back —
-   registry alias and serving index together, the old index is still there.
+   registry alias and serving index together, the old index is still there. The reranker
+   champion is re-checked on the current retriever whenever that changed (here and after
+   a retriever promotion): one that now hurts is taken out of service.
 2. **Retriever**: triplets from the retrieval logs (datasets ``triplets`` builder), plus
    hard negatives mined from the index itself (top results that are not the positive);
    fine-tune the champion (:class:`tuneloop.train.retriever.RetrieverTrainer`, in the
@@ -13,9 +15,11 @@
    into its own index; gate it against the champion on the golden set (MRR, nDCG@10,
    hit rate, paired bootstrap); promote and switch, or reject and drop its index.
 3. **Reranker**: (query, doc, relevance) rows from the logs plus mined negatives; a
-   cross-encoder (:class:`tuneloop.train.reranker.RerankerTrainer`); gate "champion
-   retriever + candidate reranker" against "champion retriever + champion reranker" (or
-   no reranker); promote or reject.
+   cross-encoder (:class:`tuneloop.train.reranker.RerankerTrainer`), registered with its
+   ``rerank_fusion`` (by default its ranks are fused with the retriever's:
+   :func:`~tuneloop.retrieval.versions.rerank_order`); gate "champion retriever + candidate
+   reranker" against "champion retriever + champion reranker" (or no reranker); promote or
+   reject.
 
 >>> RetrievalCycleConfig(min_triplets=10).golden_set
 'retrieval'
@@ -37,11 +41,11 @@ from tuneloop.retrieval.evaluation import (GOLDEN_SET, RetrievalGate, VersionEva
                                            evaluate_version, gate_versions, load_golden)
 from tuneloop.retrieval.logs import attach_pending
 from tuneloop.retrieval.reembed import reembed
-from tuneloop.retrieval.versions import BASE_RETRIEVER, register_base_retriever
+from tuneloop.retrieval.versions import BASE_RETRIEVER, FUSIONS, register_base_retriever
 from tuneloop.store import Database, schema
 
 __all__ = ["RetrievalCycleConfig", "ComponentResult", "RetrievalCycleResult", "retrieval_cycle",
-           "retrieval_guardrail", "promote_retriever", "rollback_retriever", "mine_hard_negatives"]
+           "retrieval_guardrail", "reranker_guardrail", "promote_retriever", "rollback_retriever", "mine_hard_negatives"]
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002
@@ -63,8 +67,11 @@ class RetrievalCycleConfig:
     hard_negatives: int = _f(3, "negatives mined from the index per triplet")
     mine_skip_top: int = _f(0, "skip this many top results when mining (guards against unlabeled positives)")
     retriever: dict = _f({}, "RetrieverConfig fields (epochs, batch_size, learning_rate, ...)")
-    reranker: dict = _f({}, "RerankerConfig fields")
+    reranker: dict = _f({"loss": "listwise", "batch_size": 8},
+                        "RerankerConfig fields (listwise: a softmax over each logged search's documents)")
     rerank_candidates: int = _f(30, "retrieved documents the reranker rescores")
+    rerank_fusion: str = _f("rrf", "final order of a new reranker version: rrf (fuse retriever and reranker "
+                                   "ranks) or none (reranker score alone); stored in the version's params")
     min_gain: float = _f(0.0, "MRR gain on the golden set a candidate needs")
     alpha: float = _f(0.05, "significance of the paired regression tests")
     max_mrr_drop: float = _f(0.02, "guardrail: a champion whose MRR falls more than this (significantly) rolls back")
@@ -82,6 +89,9 @@ class RetrievalCycleConfig:
         unknown = set(self.components) - {"retriever", "reranker"}
         if unknown:
             raise ValidationError(f"unknown components {sorted(unknown)}: use retriever, reranker", field="components")
+        if self.rerank_fusion not in FUSIONS:
+            raise ValidationError(f"rerank_fusion must be one of {list(FUSIONS)}, not {self.rerank_fusion!r}",
+                                  field="rerank_fusion")
         if self.k < 1 or self.hard_negatives < 0 or self.min_triplets < 2:
             raise ValidationError("k >= 1, hard_negatives >= 0 and min_triplets >= 2 are needed", field="k")
 
@@ -175,6 +185,45 @@ def retrieval_guardrail(db: Database, cfg: RetrievalCycleConfig | None = None) -
     if out.get("reason"):
         rollback_retriever(db, reason=f"guardrail: {out['reason']}")
         out["rolled_back"] = True
+    return out
+
+
+def reranker_guardrail(db: Database, cfg: RetrievalCycleConfig | None = None, golden: list | None = None,
+                       *, force: bool = False) -> dict[str, Any]:
+    """Stop serving the reranker champion when it makes the retriever champion worse.
+
+    A reranker learns on the candidates of the retriever it was trained with; after a new
+    retriever is promoted (or one is rolled back) those candidates change, and a reranker
+    that helped can hurt. Checked whenever the retriever champion changed after the
+    reranker's promotion (or with ``force``): "retriever + reranker" against "retriever
+    alone" on the golden set; a significant drop in MRR or nDCG@10 rejects the reranker and
+    removes its alias, so searches go unreranked until a new reranker passes its gate.
+    """
+    cfg = cfg or RetrievalCycleConfig()
+    reg = _registry(db)
+    rr_alias, ret_alias = reg.alias("reranker:champion"), reg.alias("retriever:champion")
+    if rr_alias is None or ret_alias is None:
+        return {"checked": False, "reason": "no reranker champion"}
+    if not force and ret_alias.updated_at <= rr_alias.updated_at:
+        return {"checked": False, "reason": "the reranker was gated on the current retriever"}
+    golden = golden if golden is not None else load_golden(db, cfg.golden_set)
+    if not golden:
+        return {"checked": False, "reason": f"golden set {cfg.golden_set!r} has no cases"}
+    alone = evaluate_version(db, ret_alias.version_id, golden, k=cfg.k)
+    with_rr = evaluate_version(db, ret_alias.version_id, golden, k=cfg.k, reranker=rr_alias.version_id,
+                               candidates=cfg.rerank_candidates)
+    g = gate_versions(with_rr, alone, alpha=cfg.alpha)
+    hurts = ((g.mrr_gain < 0 and (g.mrr_p_value or 1) < cfg.alpha)
+             or (g.ndcg_gain < 0 and (g.ndcg_p_value or 1) < cfg.alpha))
+    out = {"checked": True, "reranker": rr_alias.version_id, "retriever": ret_alias.version_id,
+           "alone": alone.summary(), "with_reranker": with_rr.summary(), "mrr_gain": g.mrr_gain,
+           "ndcg_gain": g.ndcg_gain, "disabled": bool(hurts)}
+    if hurts:
+        reason = (f"reranker lowers retriever {ret_alias.version_id}: MRR {alone.mrr:.4f} -> {with_rr.mrr:.4f}, "
+                  f"nDCG@10 {alone.ndcg10:.4f} -> {with_rr.ndcg10:.4f}")
+        reg.delete_alias("reranker:champion")
+        reg.reject(rr_alias.version_id, reason=reason)
+        out["reason"] = reason
     return out
 
 
@@ -342,6 +391,7 @@ def _reranker_cycle(db: Database, cfg: RetrievalCycleConfig, champ: Any, golden:
     result = _train(db, RerankerTrainer(cfg.reranker), data, run_dir / "train", base, ds.dataset_id, cfg)
     version = reg.register(
         f"reranker-{new_id()[-12:]}", kind="reranker", backend="local", base_model=BASE_RETRIEVER,
+        params={"fusion": cfg.rerank_fusion},
         model_path=result.model_path, parent_id=current.id if current else None, dataset_id=ds.dataset_id,
         train_run_id=result.run_id, metrics=result.metrics,
         lineage={"parent": current.id if current else None, "dataset_id": ds.dataset_id, "rows": len(rows),
@@ -373,6 +423,7 @@ def retrieval_cycle(db: Database, config: RetrievalCycleConfig | dict | None = N
     attach_pending(db, since=cfg.since)
     golden = load_golden(db, cfg.golden_set)
     results: list[ComponentResult] = []
+    guard["reranker"] = reranker_guardrail(db, cfg, golden)  # a rollback above may have changed the retriever
     for component in cfg.components:
         if not golden:
             results.append(ComponentResult(component, "skipped", f"golden set {cfg.golden_set!r} has no cases"))
@@ -382,5 +433,7 @@ def retrieval_cycle(db: Database, config: RetrievalCycleConfig | dict | None = N
             results.append(run(db, cfg, champ, golden))
         except ConflictError as exc:
             results.append(ComponentResult(component, "skipped", exc.message))
+        if results[-1].component == "retriever" and results[-1].decision == "promoted":
+            guard["reranker_after_retriever"] = reranker_guardrail(db, cfg, golden)
         champ = _registry(db).champion("retriever")  # the reranker is gated on the newest retriever
     return RetrievalCycleResult(guard, tuple(results))

@@ -36,7 +36,7 @@ from tuneloop.evaluate.retrieval_metrics import ndcg_at_k, reciprocal_rank, retr
 from tuneloop.retrieval import builds as B
 from tuneloop.retrieval.index import EmbeddedIndex
 from tuneloop.retrieval.reembed import catch_up
-from tuneloop.retrieval.versions import load_embedder, load_reranker
+from tuneloop.retrieval.versions import load_embedder, load_reranker, rerank_order
 from tuneloop.store import Database, schema
 
 __all__ = ["RetrievalCase", "VersionEval", "RetrievalGate", "add_golden", "load_golden", "rank_with",
@@ -121,9 +121,9 @@ def rank_with(db: Database, version: str, queries: Sequence[str], k: int = 10, *
     for query, pool in zip(queries, pools):
         ids = [i for i, _ in pool]
         texts = {r["id"]: r["text"] for r in db.fetch_all(sa.select(D.c.id, D.c.text).where(D.c.id.in_(ids)))}
-        ids = [i for i in ids if i in texts]
+        ids = [i for i in ids if i in texts]  # still in the retriever's order
         scores = rr.score(query, [texts[i] for i in ids]) if ids else []
-        out.append([ids[j] for j in np.argsort(-np.asarray(scores), kind="stable")][:k])
+        out.append([ids[j] for j in rerank_order(scores, getattr(rr, "fusion", "none"))][:k])
     return out
 
 

@@ -6,37 +6,41 @@ ones. Anything with these methods can serve — an external vector database (Qdr
 pgvector, ...) implements the same few calls, keeping the hash as payload.
 
 The embedded default, :class:`EmbeddedIndex`, is an HNSW graph from **usearch** (f16
-vectors) when it is installed (``pip install usearch``; the ``retrieval`` extra), else
-hnswlib, else exact numpy search (no dependency; fine up to ~20,000 documents).
+vectors) when it is installed (``pip install 'tuneloop[retrieval]'``), else hnswlib, else
+exact numpy search (no dependency; fine up to ~20,000 documents).
 
-Why usearch — measured at 100,000 x 384 on this project's 2-core CPU, 1,000 held-out
-queries, one query thread, M=16, efConstruction=128, efSearch=64
-(benchmarks/bench_retrieval.py; benchmarks/results/retrieval.json):
+Why usearch — the five embedded libraries measured at 100,000 x 384 on this project's
+2-core CPU (shared, load ~7), 1,000 held-out queries one at a time, HNSW M=16,
+efConstruction=128, efSearch=64 (``python -m benchmarks.bench_retrieval --phase index``;
+``benchmarks/results/retrieval.json``):
 
-    engine            recall@10   CPU p50 / p99 ms   build (2 threads, loaded host)
-    hnswlib           1.0000      0.38 / 0.59        202 s
-    usearch f16       0.9995      0.77 / 1.13        490 s
-    usearch f32       1.0000      0.86 / 1.30        662 s
-    usearch i8        0.889       0.41 / 0.69        212 s   (quantisation costs recall)
-    faiss HNSWFlat    0.9994      0.47 / 0.70        197 s
-    exact (numpy)     1.0         8.3 / 53           -
+    engine               recall@10  CPU p50/p99 ms  build CPU-s  memory  deletes   after 5% churn
+    usearch f16          0.9995     0.25 / 0.45     60           98 MB   tombstone recall 0.999
+    hnswlib              1.0        0.14 / 0.23     42           173 MB  tombstone recall 1.0
+    faiss HNSWFlat       0.9994     0.17 / 0.28     43           161 MB  no        113 deleted hits
+    faiss IVFFlat 1024   1.0 (*)    0.22 / 0.32     11           180 MB  yes       recall 1.0
+    LanceDB IVF_HNSW_SQ  0.977      4.5 / 16        42           on disk yes       (new rows unindexed)
+    LanceDB IVF_PQ       0.994      6.6 / 35        81           on disk yes       (new rows unindexed)
+    sqlite-vec (exact)   1.0        48 / 51         1            on disk yes       exact scan
+    numpy exact          1.0        ~4-10 / 22      -            147 MB  yes       -
 
-- Every HNSW engine meets the targets (recall@10 >= 0.95, p99 <= 5 ms of CPU) with room to
-  spare; hnswlib is the fastest here. (Wall-clock p99 on the shared, overloaded test host
-  was 10-20 ms for all of them: time spent waiting for a core, not searching.)
-- What decides is the life of a continuously updated index. usearch removes vectors
-  natively and grows without a capacity to manage; hnswlib only tombstones deletions
-  (the slot stays in the graph until a new vector reuses it) and needs explicit resizes;
-  faiss's HNSW cannot remove at all (``remove_ids`` is not implemented for it), so every
-  deletion would mean a rebuild. usearch stores f16 (half of f32's memory at no
-  measurable recall cost, which matters because the standby index of the previous
-  retriever stays loaded for instant rollback), and ships wheels for every platform —
-  hnswlib is source-only on PyPI and needs a C++ compiler at install time.
-- Not chosen: faiss IVF (recall 1.0 here only because the synthetic vectors are tightly
-  clustered; it needs training, and retraining as the corpus drifts); sqlite-vec (could
-  not load: this Python's sqlite3 is built without extension loading; and it is exact
-  search); LanceDB (IVF-PQ: trained, rebuilt to absorb updates). Pick another engine with
-  ``engine="hnswlib"`` when the install is not a concern and query CPU is.
+- Only the in-memory HNSW libraries meet the targets (recall@10 >= 0.95, p99 <= 5 ms):
+  LanceDB answers in 4-10 ms at p50 with 16-35 ms CPU at p99; sqlite-vec 0.1 has no ANN
+  index (and needs a sqlite3 that loads extensions, which this Python's lacks).
+- hnswlib is the fastest, but every search first embeds its query with all-MiniLM-L6-v2
+  (~9-10 ms of CPU here), so 0.2 ms in the index does not show; faiss HNSW cannot delete,
+  and a continuously updated index must. (usearch and hnswlib both delete by tombstone and
+  reuse the slot; searches skip it, and recall held after replacing 5% of the corpus.)
+- Memory decides between usearch and hnswlib: f16 vectors hold the index in 98 MB instead
+  of 173 MB at the same recall, and the previous retriever's index stays loaded for an
+  instant rollback, so each index counts twice. usearch also ships wheels for every
+  platform; hnswlib is source-only on PyPI (a C++ compiler at install time). usearch i8
+  would be smaller still (61 MB) but loses recall (0.89).
+
+(*) only because the synthetic vectors are tightly clustered; its k-means lists are trained
+on the corpus and must be retrained as the corpus drifts.
+
+Pick another engine with ``engine="hnswlib"`` where query CPU matters more than memory.
 
 >>> import numpy as np
 >>> ix = EmbeddedIndex(dim=3, engine="numpy")

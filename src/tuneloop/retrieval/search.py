@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from tuneloop.errors import ConflictError, StoreError, ValidationError
+from tuneloop.errors import ConflictError, NotFoundError, StoreError, ValidationError
 from tuneloop.retrieval import builds as B
 from tuneloop.retrieval.documents import Document, DocumentStore, UpsertResult
 from tuneloop.retrieval.index import EmbeddedIndex
 from tuneloop.retrieval.logs import log_retrieval, record_feedback
 from tuneloop.retrieval.reembed import catch_up, reembed
-from tuneloop.retrieval.versions import Reranker, load_embedder, load_reranker, version_name
+from tuneloop.retrieval.versions import Reranker, load_embedder, load_reranker, rerank_order, version_name
 from tuneloop.store import Database
 
 __all__ = ["RetrievalIndex", "RetrievalResult", "Hit", "MAX_K"]
@@ -50,7 +50,10 @@ MAX_K = 1000
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved document. ``score`` is the reranker's when reranked, else the cosine."""
+    """One retrieved document. ``score`` is the reranker's when reranked, else the cosine.
+
+    With a reranker whose ``fusion`` is ``rrf`` the order fuses both ranks, so ``score``
+    (the cross-encoder's) need not fall with ``rank``."""
 
     id: str
     text: str
@@ -204,7 +207,12 @@ class RetrievalIndex:
             if not rerank:
                 return None
             spec = "champion"
-        return load_reranker(self.db, spec)
+        try:
+            return load_reranker(self.db, spec)
+        except NotFoundError:
+            if spec in ("champion", "reranker:champion"):
+                return None  # following the registry, and no reranker serves now: results say so
+            raise
 
     # ------------------------------------------------------------ writes
     def upsert(self, docs: Iterable[Document | Mapping[str, Any]], *, batch_size: int = 256,
@@ -311,7 +319,7 @@ class RetrievalIndex:
     def _rank(self, query: str, pool: list[tuple[dict[str, Any], float]], reranker: Reranker | None) -> list[Hit]:
         if reranker is not None and pool:
             scores = np.asarray(reranker.score(query, [r["text"] for r, _ in pool]), dtype=np.float64)
-            order = np.argsort(-scores, kind="stable")
+            order = rerank_order(scores, getattr(reranker, "fusion", "none"))
             ranked = [(pool[i][0], float(scores[i]), pool[i][1]) for i in order]
         else:
             ranked = [(row, s, s) for row, s in pool]

@@ -74,6 +74,7 @@ class Query:
     doc_id: str
     entity: str
     aspect: str
+    template: int = 0  # which paraphrase of the aspect (0-3)
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,19 @@ class Corpus:
     queries: tuple[Query, ...]
     entities: tuple[str, ...]
 
-    def split(self, train_fraction: float = 0.7, seed: int = 0) -> tuple[list[Query], list[Query]]:
-        """Queries of a ``train_fraction`` of the products, and of the other products (held out)."""
+    def split(self, train_fraction: float = 0.7, seed: int = 0,
+              holdout_templates: bool = False) -> tuple[list[Query], list[Query]]:
+        """Queries of a ``train_fraction`` of the products, and of the other products (held out).
+
+        With ``holdout_templates`` the held-out queries also use only paraphrases (2 and 3)
+        that the training queries never use (0 and 1): new products *and* new phrasings.
+        """
         ents = list(self.entities)
         random.Random(seed).shuffle(ents)
         train = set(ents[:int(round(len(ents) * train_fraction))])
-        return [q for q in self.queries if q.entity in train], [q for q in self.queries if q.entity not in train]
+        tr = [q for q in self.queries if q.entity in train and (not holdout_templates or q.template < 2)]
+        held = [q for q in self.queries if q.entity not in train and (not holdout_templates or q.template >= 2)]
+        return tr, held
 
 
 def _names(n: int, rng: random.Random) -> list[str]:
@@ -118,8 +126,8 @@ def make_corpus(n_entities: int, *, seed: int = 0, aspects: Iterable[str] | None
                                             p=rng.randint(19, 499), city=rng.choice(_CITIES),
                                             colors=rng.choice(_COLORS))
             docs.append({"id": doc_id, "text": text, "meta": {"product": name, "aspect": aspect}})
-            for qt in rng.sample(query_t, min(queries_per_doc, len(query_t))):
-                queries.append(Query(qt.format(name=name), doc_id, name, aspect))
+            for t in sorted(rng.sample(range(len(query_t)), min(queries_per_doc, len(query_t)))):
+                queries.append(Query(query_t[t].format(name=name), doc_id, name, aspect, t))
     return Corpus(tuple(docs), tuple(queries), tuple(names))
 
 

@@ -108,6 +108,7 @@ class PointwiseJudgement:
     score: int | None
     category: str | None
     raw: str
+    usage: tuple[int, int] = (0, 0)  # (prompt, completion) tokens of the judge call: the loop's cost report sums them
 
     @property
     def normalized(self) -> float | None:
@@ -124,6 +125,7 @@ class PairwiseJudgement:
     p_a: float
     consistent: bool
     raw: tuple[str, str]
+    usage: tuple[int, int] = (0, 0)  # (prompt, completion) tokens of both calls
 
 
 class Judge:
@@ -153,7 +155,7 @@ class Judge:
         if not items:
             return []
         replies = self.backend.chat_batch([self._pointwise_messages(p, a) for p, a in items], **self.params)
-        return [PointwiseJudgement(parse_rating(r.text), parse_category(r.text), r.text) for r in replies]
+        return [PointwiseJudgement(parse_rating(r.text), parse_category(r.text), r.text, _usage(r)) for r in replies]
 
     def pairwise(self, items: Sequence[tuple[str, str, str]]) -> list[PairwiseJudgement]:
         """Compare each (prompt, answer a, answer b), in both orders."""
@@ -167,8 +169,15 @@ class Judge:
         out = []
         for i in range(len(items)):
             first, second = replies[2 * i].text, replies[2 * i + 1].text
-            out.append(combine_orders(parse_preference(first), parse_preference(second), (first, second)))
+            verdict = combine_orders(parse_preference(first), parse_preference(second), (first, second))
+            u1, u2 = _usage(replies[2 * i]), _usage(replies[2 * i + 1])
+            out.append(PairwiseJudgement(verdict.winner, verdict.p_a, verdict.consistent, verdict.raw,
+                                         (u1[0] + u2[0], u1[1] + u2[1])))
         return out
+
+
+def _usage(reply: Any) -> tuple[int, int]:
+    return int(getattr(reply, "prompt_tokens", 0) or 0), int(getattr(reply, "completion_tokens", 0) or 0)
 
 
 def combine_orders(first: str | None, second: str | None, raw: tuple[str, str] = ("", "")) -> PairwiseJudgement:
@@ -276,7 +285,8 @@ def _judge_feedback(interaction_id: str, v: PointwiseJudgement, judge_name: str)
     return {"id": str(uuid.uuid5(_NAMESPACE, f"judge:rating:{judge_name}:{interaction_id}")),
             "interaction_id": interaction_id, "kind": "rating", "value": float(v.score), "text": None,
             "source": "judge", "user_id": None, "ts": now(),
-            "meta": {"judge": judge_name, "category": v.category}}
+            "meta": {"judge": judge_name, "category": v.category,
+                     "usage": {"prompt_tokens": v.usage[0], "completion_tokens": v.usage[1]}}}
 
 
 def record_preferences(db, judge: Judge, pairs: Sequence[tuple[str | None, str, str, str]]) -> list[PairwiseJudgement]:
@@ -288,7 +298,9 @@ def record_preferences(db, judge: Judge, pairs: Sequence[tuple[str | None, str, 
         rows.append({"id": new_id(), "interaction_id": iid, "kind": "pairwise", "prompt": prompt, "response_a": a,
                      "response_b": b, "choice": v.winner if v.winner != "tie" else "equal", "value": v.p_a,
                      "annotator": f"judge:{judge.name}", "status": "done", "reason": "judge",
-                     "meta": {"source": "judge", "consistent": v.consistent}, "created_at": now(), "done_at": now()})
+                     "meta": {"source": "judge", "consistent": v.consistent,
+                              "usage": {"prompt_tokens": v.usage[0], "completion_tokens": v.usage[1]}},
+                     "created_at": now(), "done_at": now()})
     if rows:
         with db.begin() as conn:
             conn.execute(schema.annotations.insert(), rows)

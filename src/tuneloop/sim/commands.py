@@ -11,7 +11,9 @@ def demo(fast: bool = typer.Option(False, "--fast", help="Tiny model and additio
          seed: int = typer.Option(0, help="Seed of the world."),
          cycles: int = typer.Option(2, help="Stop after this many retraining cycles."),
          budget: float | None = typer.Option(None, help="Time budget in seconds (default 110 fast, 840 full)."),
-         cache_dir: Path | None = typer.Option(None, help="Model cache kept across runs (default: DATA_DIR/cache).")) -> None:
+         cache_dir: Path | None = typer.Option(None, help="Model cache kept across runs (default: DATA_DIR/cache)."),
+         levers: str = typer.Option("prompt,adapter", help="Levers in the order the loop tries them "
+                                    "(prompt: the task's candidate prompts; adapter: LoRA fine-tuning).")) -> None:
     """Simulated users with a hidden preference use the gateway; the loop improves the model by itself."""
     import os
 
@@ -19,7 +21,8 @@ def demo(fast: bool = typer.Option(False, "--fast", help="Tiny model and additio
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from tuneloop.sim.demo import DemoConfig, run_demo
 
-    kw = {"data_dir": data_dir / ("fast" if fast else "full"), "seed": seed, "max_cycles": cycles, "cache_dir": cache_dir}
+    kw = {"data_dir": data_dir / ("fast" if fast else "full"), "seed": seed, "max_cycles": cycles, "cache_dir": cache_dir,
+          "levers": tuple(x.strip() for x in levers.split(",") if x.strip())}
     if budget is not None:
         kw["time_budget_s"] = budget
     cfg = DemoConfig.fast_preset(**kw) if fast else DemoConfig(**kw)

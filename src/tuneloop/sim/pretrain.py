@@ -1,7 +1,9 @@
 """The demo's "pre-existing production model": the tiny model taught a little addition.
 
-The loop starts from a weak champion (a few percent of sums right) so that there is
-something to learn from production. A plain PyTorch loop: the whole step fits on a screen.
+The loop starts from a weak champion: at the demo's temperature it gets about half of the sums
+right but rarely answers with the number alone, so few users are satisfied — unless its system
+prompt says ``AdditionTask.INSTRUCTION`` (a prompt challenger can find that; fine-tuning fixes
+the sums). A plain PyTorch loop: the whole step fits on a screen.
 """
 from __future__ import annotations
 
@@ -12,15 +14,17 @@ from pathlib import Path
 from tuneloop.sim.world import AdditionTask
 
 MARKER = "tuneloop_pretrain.json"
+RECIPE = 3  # 2: some chats carry a system prompt; 3: AdditionTask.INSTRUCTION is obeyed 70% of the time
 
 
-def pretrain_addition(tiny_path: Path, out: Path, *, steps: int = 300, batch: int = 64, lr: float = 3e-3,
+def pretrain_addition(tiny_path: Path, out: Path, *, steps: int = 400, batch: int = 64, lr: float = 3e-3,
                       seed: int = 0, task: AdditionTask | None = None) -> Path:
     """Full fine-tune ``tiny_path`` on ``steps`` batches of sums; cached in ``out``."""
     from filelock import FileLock
 
     out = Path(out)
-    info = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "source": str(tiny_path)}
+    # "recipe" changes whenever the pretraining text does, so cached bases are rebuilt.
+    info = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "source": str(tiny_path), "recipe": RECIPE}
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):  # parallel test workers build it once
         if (out / MARKER).exists() and json.loads((out / MARKER).read_text()) == info:
@@ -31,11 +35,23 @@ def pretrain_addition(tiny_path: Path, out: Path, *, steps: int = 300, batch: in
 def _pretrain(tiny_path: Path, out: Path, info: dict, *, steps: int, batch: int, lr: float, seed: int,
               task: AdditionTask | None) -> Path:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     task = task or AdditionTask(seed=seed)
     rng = random.Random(seed)
     torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 2-layer model: one thread is faster, and far steadier on a busy machine
+    try:
+        return _train_and_save(tiny_path, out, info, task, rng, steps=steps, batch=batch, lr=lr)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_save(tiny_path: Path, out: Path, info: dict, task: AdditionTask, rng: random.Random, *,
+                    steps: int, batch: int, lr: float) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(tiny_path)
     model = AutoModelForCausalLM.from_pretrained(tiny_path)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -43,8 +59,9 @@ def _pretrain(tiny_path: Path, out: Path, info: dict, *, steps: int, batch: int,
     for step in range(steps):
         # 1. a batch of chats; the loss covers the assistant's answer only
         ids, labels = [], []
-        for prompt, answer in task.training_examples(batch, rng):
-            head = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+        for system, prompt, answer in task.training_examples(batch, rng):
+            chat = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            head = tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
             p = tok(head, add_special_tokens=False)["input_ids"]
             a = tok(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
             ids.append(p + a)

@@ -35,19 +35,24 @@ def _per_cycle(rounds) -> list[dict[str, Any]]:
     return [{"cycle": i, "champion": c["champion"], "rounds": c["rounds"], **_rate(c["k"], c["n"])} for i, c in enumerate(cycles)]
 
 
-def _lift_test(cycles: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _lift_test(per_version: dict[str, list[int]], first: str | None, final: str | None) -> dict[str, Any] | None:
+    """The first champion against the final one, on every answer each of them gave (as champion
+    or in the challenger's arm): a two-proportion z-test of the users' satisfaction."""
     from tuneloop.experiments.stats import two_proportion_ztest
 
-    if len(cycles) < 2:
+    if not first or not final or first == final or not per_version.get(first, [0, 0])[1] \
+            or not per_version.get(final, [0, 0])[1]:
         return None
-    a, b = cycles[0], cycles[-1]
-    t = two_proportion_ztest(a["satisfied"], a["n"], b["satisfied"], b["n"])
-    return {"from": a["champion"], "to": b["champion"], "rate_from": t.mean_a, "rate_to": t.mean_b,
+    (ka, na), (kb, nb) = per_version[first], per_version[final]
+    t = two_proportion_ztest(ka, na, kb, nb)
+    return {"from": first, "to": final, "rate_from": t.mean_a, "rate_to": t.mean_b, "n_from": na, "n_to": nb,
             "difference": t.estimate, "ci95": list(t.ci), "z": t.statistic, "p_value": t.p_value,
             "significant": t.p_value < 0.05 and t.estimate > 0}
 
 
 def build_report(db: Database, rounds, cfg, seconds: float) -> dict[str, Any]:
+    from tuneloop.loop.levers import cycle_gain, lever_history, summarize_levers
+
     per_version: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r in rounds:
         for v, (k, n) in r.per_version.items():
@@ -67,8 +72,12 @@ def build_report(db: Database, rounds, cfg, seconds: float) -> dict[str, Any]:
     for run in runs:
         exp = db.fetch_one(sa.select(ex).where(ex.c.id == run["experiment_id"])) if run["experiment_id"] else None
         d = (exp or {}).get("decision") or {}
+        details = run["details"] or {}
         decisions.append({"run_id": run["id"], "version": run["version_id"], "state": run["state"], "decision": run["decision"],
-                          "trigger": (run["details"] or {}).get("reason"), "gate": (run["details"] or {}).get("gate"),
+                          "lever": details.get("lever", "adapter"), "lever_reason": details.get("lever_reason"),
+                          "prompt": ((details.get("train") or {}).get("prompt") if details.get("lever") == "prompt" else None),
+                          "gain": cycle_gain(details) if run["state"] == "promoted" else None,
+                          "trigger": details.get("reason"), "gate": details.get("gate"),
                           "experiment": {k: d.get(k) for k in ("decision", "reason", "improvement", "p_value", "ci", "samples") if k in d},
                           "error": run["error"]})
     return {
@@ -79,8 +88,10 @@ def build_report(db: Database, rounds, cfg, seconds: float) -> dict[str, Any]:
                     "challenger": r.challenger, "per_version": r.per_version} for r in rounds],
         "per_version": {v: _rate(k, n) for v, (k, n) in sorted(per_version.items())},
         "per_cycle": cycles,
-        "lift": _lift_test(cycles),
+        "lift": _lift_test(per_version, cycles[0]["champion"] if cycles else None,
+                           db.scalar(sa.select(schema.aliases.c.version_id).where(schema.aliases.c.name == "champion"))),
         "decisions": decisions,
+        "levers": summarize_levers(lever_history(db)),  # which lever won, how much
         "golden_pass_rates": golden,
         "stage_seconds": {k: round(v, 2) for k, v in stage_time.items()},
     }
@@ -105,10 +116,12 @@ def plot_satisfaction(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
     ax.fill_between(x, lo, hi, alpha=0.2, label="95% interval")
     ax.plot(x, y, marker="o", label="share of satisfied answers (all traffic)")
+    lever_of = {d["version"]: d.get("lever") for d in report.get("decisions") or []}
     for prev, cur in zip(rounds, rounds[1:]):
         if cur["champion"] != prev["champion"]:
+            lever = f" ({lever_of[cur['champion']]})" if lever_of.get(cur["champion"]) else ""
             ax.axvline(cur["round"] - 0.5, color="green", linestyle="--")
-            ax.text(cur["round"] - 0.45, 0.95, f"{cur['champion']} promoted", color="green", fontsize=8, va="top")
+            ax.text(cur["round"] - 0.45, 0.95, f"{cur['champion']} promoted{lever}", color="green", fontsize=8, va="top")
     ax.set_ylim(0, 1)
     ax.set_xlabel("round of traffic")
     ax.set_ylabel("satisfaction")
@@ -131,15 +144,20 @@ def print_report(console, report: dict[str, Any], out_dir: Path) -> None:
                   f"[{s['ci95'][0]:.1%}, {s['ci95'][1]:.1%}]", f"{g:.1%}" if g is not None else "-")
     console.print(t)
     d = Table(title="cycles")
-    for col in ("version", "end state", "gate", "online decision", "lift", "p-value"):
+    for col in ("version", "lever", "end state", "gate", "online decision", "lift", "p-value"):
         d.add_column(col)
     for dec in report["decisions"]:
         e, g = dec["experiment"], dec["gate"] or {}
         gate = f"{g.get('pass_rate', 0):.0%} vs {g.get('champion_pass_rate') or 0:.0%}" if g.get("pass_rate") is not None else "-"
         imp, p = e.get("improvement"), e.get("p_value")
-        d.add_row(str(dec["version"]), dec["state"], gate, str(e.get("reason") or dec["decision"] or dec["error"] or "-")[:70],
+        d.add_row(str(dec["version"]), dec.get("lever") or "adapter", dec["state"], gate, str(e.get("reason") or dec["decision"] or dec["error"] or "-")[:70],
                   f"{imp:+.1%}" if isinstance(imp, (int, float)) else "-", f"{p:.3g}" if isinstance(p, (int, float)) else "-")
     console.print(d)
+    for dec in report["decisions"]:
+        if dec["state"] == "promoted":  # which lever won, by how much
+            what = f" (prompt {json.dumps((dec.get('prompt') or {}).get('system'))})" if dec.get("lever") == "prompt" else ""
+            gain = f"{dec['gain']:+.1%} on the online metric" if isinstance(dec.get("gain"), (int, float)) else "gain unknown"
+            console.print(f"{dec['version']} won with the {dec.get('lever') or 'adapter'} lever{what}: {gain}", highlight=False)
     lift = report["lift"]
     if lift:
         verdict = "significant" if lift["significant"] else "not significant"

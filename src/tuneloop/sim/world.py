@@ -29,12 +29,25 @@ class AdditionTask:
     The pre-existing model (see ``sim.pretrain``) learned sums from text that mostly
     wraps the number in words ("The answer is 8."), so it is often right but rarely in the
     shape users want: the loop has a preference to discover.
+
+    Part of that preference can be met by instruction: the pretraining text also held
+    chats whose system prompt says :attr:`INSTRUCTION`, mostly answered with the number
+    alone (and chats with other system prompts, answered as usual). A prompt challenger
+    that finds the instruction mostly fixes the shape; fine-tuning fixes the rest, and
+    the wrong sums.
     """
 
     name = "addition"
     checker = "exact"
+    checker_args: dict = {}
     STYLES = ("{s}", "The answer is {s}.", "{s} is the sum.", "It is {s}.")
     STYLE_WEIGHTS = (0.2, 0.3, 0.25, 0.25)
+    INSTRUCTION = "Answer with the number only."
+    INSTRUCTION_OBEYED = 0.7  # share of instructed pretraining answers that are the bare number
+    OTHER_SYSTEM_PROMPTS = ("You are a helpful assistant.", "Be friendly and explain the answer.")
+    # What a demo operator would try first (the demo writes them to prompts.yaml for the prompt lever).
+    PROMPT_CANDIDATES = ({"name": "friendly", "system": "Be friendly and explain the answer."},
+                         {"name": "number-only", "system": INSTRUCTION})
 
     def __init__(self, seed: int = 0, low: int = 0, high: int = 9, golden_size: int = 20) -> None:
         self.low, self.high = low, high
@@ -54,14 +67,18 @@ class AdditionTask:
     def golden(self) -> list[Question]:
         return [self._q(a, b) for a, b in self.golden_pairs]
 
-    def training_examples(self, n: int, rng: random.Random) -> list[tuple[str, str]]:
-        """Pretraining rows for the tiny base model: all pairs, answers in mixed styles."""
+    def training_examples(self, n: int, rng: random.Random) -> list[tuple[str | None, str, str]]:
+        """Pretraining rows ``(system prompt or None, question, answer)`` for the tiny base model:
+        all pairs; answers in mixed styles, or the number alone under :attr:`INSTRUCTION`."""
         pairs = self.golden_pairs + self.traffic_pairs  # the base knows arithmetic; golden tests the format
         rows = []
         for _ in range(n):
             q = self._q(*rng.choice(pairs))
-            style = rng.choices(self.STYLES, weights=self.STYLE_WEIGHTS)[0]
-            rows.append((q.prompt, style.format(s=q.expected)))
+            u = rng.random()
+            system = self.INSTRUCTION if u < 0.3 else rng.choice(self.OTHER_SYSTEM_PROMPTS) if u < 0.45 else None
+            obeyed = system == self.INSTRUCTION and rng.random() < self.INSTRUCTION_OBEYED
+            style = "{s}" if obeyed else rng.choices(self.STYLES, weights=self.STYLE_WEIGHTS)[0]
+            rows.append((system, q.prompt, style.format(s=q.expected)))
         return rows
 
     def check(self, q: Question, answer: str) -> bool:
@@ -99,12 +116,16 @@ class CapitalsTask:
 
     name = "capitals"
     checker = "contains"
+    PROMPT_CANDIDATES = ({"name": "concise", "system": "Be concise."},
+                         {"name": "city-only", "system": "Answer with only the city name."})
 
     def __init__(self, seed: int = 0, max_words: int = 8) -> None:
         items = sorted(CAPITALS.items())
         random.Random(seed).shuffle(items)
         self.golden_items, self.traffic_items = items[:20], items[20:]
         self.max_words = max_words
+        # The golden set checks what users want: the right city, in at most max_words words.
+        self.checker_args = {"max_words": max_words}
 
     @staticmethod
     def _q(country: str, city: str) -> Question:

@@ -64,6 +64,9 @@ interactions = sa.Table(
     sa.Index("ix_interactions_version_ts", "version_id", "ts"),
     sa.Index("ix_interactions_experiment_arm", "experiment_id", "arm"),
     sa.Index("ix_interactions_dedupe_hash", "dedupe_hash"),
+    # migration 0005: one trace tree by its root's id; partial, so untraced rows cost nothing
+    sa.Index("ix_interactions_trace", "trace_id", "ts", sqlite_where=sa.text("trace_id IS NOT NULL"),
+             postgresql_where=sa.text("trace_id IS NOT NULL")),
 )
 
 feedback = sa.Table(
@@ -338,4 +341,24 @@ index_builds = sa.Table(
     _ts("updated_at"),
     _ts("switched_at"),
     sa.Index("ix_index_builds_version_status", "embedder_version", "status"),
+)
+
+# ---------------------------------------------------------------- notifications (migration 0004)
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", metadata,
+    sa.Column("id", ID, primary_key=True),  # uuid5(hook, event, subject): one delivery per event and hook
+    sa.Column("hook", sa.String(64), nullable=False),  # the webhook's name (default: a hash of its URL)
+    sa.Column("url", sa.Text, nullable=False),  # scheme, host and path only: query strings may hold tokens
+    sa.Column("event", sa.String(32), nullable=False),  # promotion | rollback | gate_failure | drift_alert | approval_request
+    sa.Column("subject", sa.String(255), nullable=False),  # what happened: audit:<id>, eval_run:<id>, ...
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),  # pending | sending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("response_status", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("payload", JSON),
+    _ts("created_at", nullable=False),
+    _ts("updated_at"),
+    _ts("delivered_at"),
+    sa.Index("ix_webhook_deliveries_status", "status", "updated_at"),
+    sa.Index("ix_webhook_deliveries_event_created", "event", "created_at"),
 )

@@ -6,6 +6,7 @@
     llamafactory_trainer      llamafactory-cli train with a generated YAML (llamafactory.py)
     CallableTrainer           seed 002's train_fn(data_path) (callable.py)
     RetrieverTrainer          all-MiniLM-L6-v2 on (query, positive, negative) triplets (retriever.py)
+    PromptTrainer             a candidate prompt from a YAML list or a model's rewrite (prompt.py)
     TrainingRunner            runs any of them in a subprocess, records train_runs (runner.py)
 
 Names load lazily, so ``import tuneloop.train`` does not import torch.
@@ -20,6 +21,7 @@ _LAZY = {
     "CommandTrainer": "command", "llamafactory_trainer": "llamafactory",
     "write_llamafactory_config": "llamafactory", "CallableTrainer": "callable", "TrainingRunner": "runner",
     "RetrieverTrainer": "retriever", "RetrieverConfig": "retriever",
+    "PromptTrainer": "prompt", "PromptTrainerConfig": "prompt",
 }
 
 __all__ = list(_LAZY)

@@ -5,7 +5,8 @@
 Backends: ``trl`` (SFT / DPO / KTO with a LoRA adapter, :mod:`tuneloop.train.trl_trainer`),
 ``command`` (any command line, :mod:`tuneloop.train.command`; LLaMA-Factory in
 :mod:`tuneloop.train.llamafactory`), ``callable`` (seed 002's ``train_fn(data_path)``,
-:mod:`tuneloop.train.callable`). :class:`tuneloop.train.runner.TrainingRunner` runs any of
+:mod:`tuneloop.train.callable`), ``prompt`` (a candidate prompt instead of weights,
+:mod:`tuneloop.train.prompt`). :class:`tuneloop.train.runner.TrainingRunner` runs any of
 them in a subprocess and records the run in ``train_runs``.
 
 >>> r = TrainResult(adapter_path="runs/r1/adapter", metrics={"train_loss_last": 0.4})
@@ -39,18 +40,20 @@ class TrainResult:
     log_path: str | None = None
     output_dir: str | None = None
     run_id: str | None = None
+    prompt_path: str | None = None  # the prompt trainer's candidate (a PromptSpec as JSON)
 
     @property
     def artifact(self) -> str | None:
-        """The adapter folder if there is one, else the model folder."""
-        return self.adapter_path or self.model_path
+        """The adapter folder if there is one, else the model folder, else the prompt file."""
+        return self.adapter_path or self.model_path or self.prompt_path
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainResult":
-        known = {k: data.get(k) for k in ("adapter_path", "model_path", "log_path", "output_dir", "run_id")}
+        known = {k: data.get(k) for k in ("adapter_path", "model_path", "log_path", "output_dir", "run_id",
+                                          "prompt_path")}
         return cls(metrics=dict(data.get("metrics") or {}), **known)
 
     def require_artifact(self) -> "TrainResult":

@@ -141,7 +141,8 @@ class TrainingRunner:
         except Exception as exc:  # noqa: BLE001 - any failure is a failed run, never a model
             raise self._fail(run_id, f"{type(exc).__name__}: {exc}", log_path) from exc
         result = TrainResult(adapter_path=result.adapter_path, model_path=result.model_path,
-                             metrics=result.metrics, log_path=str(log_path), output_dir=str(out), run_id=run_id)
+                             metrics=result.metrics, log_path=str(log_path), output_dir=str(out), run_id=run_id,
+                             prompt_path=result.prompt_path)
         self._record(run_id, status="succeeded", metrics=jsonable(result.metrics), ended_at=now())
         return result
 
@@ -260,7 +261,8 @@ class TrainingRunner:
             raise TrainingError(f"training process exited without a result\n{log_tail}".rstrip())
         result = TrainResult.from_dict(data["result"])
         metrics = {**result.metrics, "wall_seconds": round(seconds, 3)}
-        return TrainResult(adapter_path=result.adapter_path, model_path=result.model_path, metrics=metrics)
+        return TrainResult(adapter_path=result.adapter_path, model_path=result.model_path, metrics=metrics,
+                           prompt_path=result.prompt_path)
 
     def _run_inprocess(self, trainer: Trainer, dataset_path, out: Path, base_model, config, log_path: Path):
         """For trainers a subprocess cannot rebuild (closures, lambdas): same bookkeeping, this process."""

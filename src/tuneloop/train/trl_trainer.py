@@ -239,7 +239,8 @@ class TRLTrainer:
         trainer.save_model(str(artifact))
         tokenizer.save_pretrained(str(artifact))
         metrics = collect_metrics(trainer, train_output, time.perf_counter() - started, eval_loss)
-        metrics.update(method=cfg.method, base_model=str(base_path), resumed_from=last, train_cpu_s=train_cpu_s)
+        metrics.update(method=cfg.method, base_model=str(base_path), resumed_from=last, train_cpu_s=train_cpu_s,
+                       device=device)  # the loop prices training at the GPU or CPU rate (loop/cost.py)
         if metrics["train_loss_last"] is not None and metrics["train_loss_last"] != metrics["train_loss_last"]:
             raise TrainingError(f"training diverged: loss is NaN after {metrics['steps']} steps")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))

@@ -335,4 +335,6 @@ def loop_timeline(db: Database, limit: int = 30) -> list[dict[str, Any]]:
         r["duration"] = (r["ended_at"] or at) - r["started_at"]
         r["timings"] = details.get("timings") or {}
         r["reason"] = details.get("reason") or r["trigger_reason"]
+        hold = details.get("policy_hold")
+        r["hold"] = hold if hold and hold.get("state") == r["state"] else None  # the update-rate rule it waits on
     return rows

@@ -115,7 +115,10 @@ def drift_projection(request: Request, report_id: str, viewer: Viewer = Seen) ->
 # ---------------------------------------------------------------- loop, golden set
 @router.get("/loop", response_class=HTMLResponse)
 def loop_page(request: Request, viewer: Viewer = Seen) -> HTMLResponse:
-    return render(request, "loop.html", viewer, nav="loop", runs=queries.loop_timeline(_db(request)))
+    from tuneloop.loop.cost import cost_report
+
+    db = _db(request)
+    return render(request, "loop.html", viewer, nav="loop", runs=queries.loop_timeline(db), cost=cost_report(db, limit=30))
 
 
 @router.get("/golden", response_class=HTMLResponse)
