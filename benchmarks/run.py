@@ -12,10 +12,12 @@ import time
 BENCHES = {
     "capture": [], "http": [], "experiments": [], "datasets": [], "drift": [], "eval": [],
     "train": [], "dashboard": [], "load": [], "loop": [], "retrieval": [], "trace": [],
+    "demo": [],
 }
 QUICK = {"capture": ["--quick"], "http": ["--quick"], "experiments": ["--quick"], "datasets": ["--rows", "100000"],
          "drift": ["--repeats", "1"], "eval": ["--quick"], "train": ["--quick"], "dashboard": ["--rows", "100000"],
-         "load": ["--quick"], "loop": ["--quick"], "retrieval": ["--quick"], "trace": ["--quick"]}
+         "load": ["--quick"], "loop": ["--quick"], "retrieval": ["--quick"], "trace": ["--quick"],
+         "demo": ["--quick"]}
 
 
 def main() -> int:
