@@ -22,8 +22,9 @@ class RegistryRouter:
 
     def __init__(self, db: Database, pool: Any, *, ttl_s: float = 2.0, seed: int | None = None,
                  default: ModelBackend | None = None, batch_local: bool = False) -> None:
-        # batch_local is off by default: on this loaded 2-core machine the micro-batcher made the
-        # tiny model's demo rounds ~10x slower (not yet understood); see models/batching.py.
+        # batch_local is opt-in: it pays off for a model whose forward pass dominates (SmolLM2:
+        # ~2.5x the requests/s), not for the tiny test model. The "10x slower" seen earlier was
+        # libgomp's spinning threads on shared cores, fixed by OMP_WAIT_POLICY=PASSIVE (tuneloop/__init__).
         self.db, self.pool, self.default, self.batch_local = db, pool, default, batch_local
         self.experiments = ExperimentRouter(db, ttl_s=ttl_s, seed=seed)
         self.registry = Registry(db)
