@@ -144,10 +144,14 @@ def test_a_reranker_that_hurts_the_new_retriever_is_taken_out_of_service(db, ind
     from tuneloop.retrieval.cycle import reranker_guardrail
     from tuneloop.retrieval.search import RetrievalIndex
 
+    import torch
+
     corpus = _setup_corpus(db, n_entities=10)
-    add_golden(db, [{"query": q.text, "relevant": [q.doc_id]} for q in corpus.queries[:30]])
-    # A real cross-encoder with an untrained head: it ranks at random, so it must hurt.
+    add_golden(db, [{"query": q.text, "relevant": [q.doc_id]} for q in corpus.queries[:120]])
+    # A real cross-encoder with an untrained head ranks at random, so it hurts; seeded (and
+    # with enough golden queries) so that the paired test sees it on every run.
     folder = tmp_path / "cross-encoder"
+    torch.manual_seed(0)
     AutoModelForSequenceClassification.from_pretrained(MiniLMEmbedder.default_path(), num_labels=1).save_pretrained(folder)
     AutoTokenizer.from_pretrained(MiniLMEmbedder.default_path()).save_pretrained(folder)
     reg = Registry(db)
