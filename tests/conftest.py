@@ -12,6 +12,7 @@ import os
 import uuid
 
 import pytest
+import typer  # the command_app callback's annotations are resolved in this module
 import sqlalchemy as sa
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,3 +60,19 @@ def db(db_url):
     database = Database.open(db_url)
     yield database
     database.close()
+
+
+@pytest.fixture
+def command_app():
+    """``command_app(module)``: a Typer app with one package's commands, as the CLI mounts them."""
+    def make(module) -> typer.Typer:
+        app = typer.Typer()
+
+        @app.callback()
+        def root(ctx: typer.Context) -> None:
+            ctx.obj = ctx.obj or {}
+
+        module.register(app)
+        return app
+
+    return make

@@ -12,21 +12,9 @@ from tuneloop.errors import ValidationError
 from tuneloop.experiments import commands, records
 from tuneloop.experiments.commands import parse_duration, parse_split
 
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def root(ctx: typer.Context) -> None:
-        ctx.obj = ctx.obj or {}
-
-    commands.register(app)
-    return app
-
-
 @pytest.fixture
-def run(db):
-    runner, app = CliRunner(), _app()
+def run(db, command_app):
+    runner, app = CliRunner(), command_app(commands)
     settings = Settings(ab_test_config={"min_samples_per_version": 200})
 
     def invoke(*args: str, code: int = 0):

@@ -10,22 +10,11 @@ from tuneloop.registry import Registry
 from tuneloop.registry import commands
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def root(ctx: typer.Context) -> None:  # the real root puts settings here too
-        ctx.obj = ctx.obj or {}
-
-    commands.register(app)
-    return app
-
-
-def test_registry_cli_flow(db, db_url):
+def test_registry_cli_flow(db, db_url, command_app):
     reg = Registry(db)
     reg.register("v1", backend="scripted", base_model="tiny")
     reg.register("v2", backend="scripted", base_model="tiny", parent_id="v1", lineage={"dataset": "d1"})
-    runner, app = CliRunner(), _app()
+    runner, app = CliRunner(), command_app(commands)
 
     r = runner.invoke(app, ["registry", "promote", "v1", "--db", db_url])
     assert r.exit_code == 0, r.output
@@ -45,8 +34,8 @@ def test_registry_cli_flow(db, db_url):
     assert r.exit_code == 0 and "v1" in r.output and "champion" in r.output
 
 
-def test_registry_cli_uses_ctx_db_and_reports_errors(db):
-    runner, app = CliRunner(), _app()
+def test_registry_cli_uses_ctx_db_and_reports_errors(db, command_app):
+    runner, app = CliRunner(), command_app(commands)
     r = runner.invoke(app, ["registry", "rollback"], obj={"db": db})
     assert r.exit_code == 1 and "no previous" in r.output
     r = runner.invoke(app, ["registry", "show", "nope"], obj={"db": db})

@@ -11,17 +11,6 @@ from tuneloop.errors import ConflictError, ValidationError
 from tuneloop.registry import Registry, commands
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def root(ctx: typer.Context) -> None:
-        ctx.obj = ctx.obj or {}
-
-    commands.register(app)
-    return app
-
-
 def test_prompts_are_validated_and_stored_as_specs(db):
     reg = Registry(db)
     v = reg.register("v1", backend="scripted", prompt="Be brief.")
@@ -50,13 +39,13 @@ def test_register_prompt_serves_the_parents_weights_with_a_new_prompt(db):
         reg.register_prompt("v3", {"name": "nothing"})
 
 
-def test_registry_prompt_command_and_list_show_the_lever(db, db_url, tmp_path):
+def test_registry_prompt_command_and_list_show_the_lever(db, db_url, tmp_path, command_app):
     reg = Registry(db)
     reg.register("v1", backend="scripted", base_model="tiny")
     reg.promote("v1")
     (tmp_path / "p.yaml").write_text("name: number-only\nsystem: Answer with the number only.\n"
                                      "few_shot:\n  - {user: '1+1=', assistant: '2'}\n")
-    runner, app = CliRunner(), _app()
+    runner, app = CliRunner(), command_app(commands)
     r = runner.invoke(app, ["registry", "prompt", "v2", "--file", str(tmp_path / "p.yaml"), "--db", db_url],
                       env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "a prompt over v1" in r.output and "tuneloop deploy --version v2" in r.output, r.output

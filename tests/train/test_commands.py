@@ -16,19 +16,8 @@ SCRIPT = ("import json, pathlib, sys; out = pathlib.Path(sys.argv[1]); (out / 'm
           "(out / 'metrics.json').write_text(json.dumps({'train_loss': 0.3}))")
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def root(ctx: typer.Context) -> None:
-        ctx.obj = ctx.obj or {}
-
-    commands.register(app)
-    return app
-
-
-def test_train_run_list_show(db, db_url, data_dir, tmp_path):
-    runner, app = CliRunner(), _app()
+def test_train_run_list_show(db, db_url, data_dir, tmp_path, command_app):
+    runner, app = CliRunner(), command_app(commands)
     command = json.dumps([sys.executable, "-c", SCRIPT, "{output_dir}"])
     # A JSON list as --command keeps the script's spaces and quotes intact.
     r = runner.invoke(app, ["train", "run", "--data", str(data_dir / "sft.jsonl"), "--output", str(tmp_path / "o"),
